@@ -1,0 +1,1 @@
+"""``punchline-cli``: the headless client, for scripts, tests and people without a desktop."""

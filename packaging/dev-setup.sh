@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what Punchline needs on a Debian/Ubuntu machine into ./.venv.
+#   packaging/dev-setup.sh          the app and server
+#   packaging/dev-setup.sh --test   plus the test tools and the system packages the tests use
+# Safe to run again: it only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+with_tests=0
+[ "${1:-}" = "--test" ] && with_tests=1
+
+sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+apt_packages=()
+python3 -c 'import venv, ensurepip' 2>/dev/null || apt_packages+=(python3-venv)
+if [ "$with_tests" -eq 1 ]; then
+    # coturn: a third-party STUN/TURN server and client to test interoperability against.
+    command -v turnutils_stunclient >/dev/null || apt_packages+=(coturn)
+fi
+if [ "${#apt_packages[@]}" -gt 0 ]; then
+    echo "dev-setup: installing system packages: ${apt_packages[*]}"
+    sudo_if_needed apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive sudo_if_needed apt-get install -y -qq --no-install-recommends "${apt_packages[@]}"
+fi
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
+if [ "$with_tests" -eq 1 ]; then
+    .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+else
+    .venv/bin/python -m pip install -q --disable-pip-version-check -e .
+fi

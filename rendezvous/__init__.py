@@ -1,0 +1,1 @@
+"""Punchline's rendezvous server: accounts, contacts, presence, signalling and STUN."""

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The whole test suite, as README and CI run it: install, lint, type-check, the Qt fence, pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash packaging/dev-setup.sh --test
+echo "== ruff"; .venv/bin/ruff check . && .venv/bin/ruff format --check .
+echo "== mypy"; .venv/bin/mypy
+echo "== qt fence"; .venv/bin/python tests/check_qt_fence.py
+echo "== pytest"; .venv/bin/python -m pytest "$@"
