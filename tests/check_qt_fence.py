@@ -20,18 +20,19 @@ def qt_imports(path: Path) -> list[tuple[int, str]]:
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     found: list[tuple[int, str]] = []
     for node in ast.walk(tree):
-        names: list[str] = []
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names = [node.module]
+        else:
+            continue
         found.extend((node.lineno, n) for n in names if n.split(".")[0] in QT_MODULES)
     return found
 
 
 def main() -> int:
     """Scan app/ and rendezvous/; print each offending import and return non-zero if any."""
-    bad = []
+    bad: list[str] = []
     for package in ("app", "rendezvous"):
         for path in sorted((ROOT / package).rglob("*.py")):
             if path.is_relative_to(ALLOWED):

@@ -1,0 +1,401 @@
+"""``punchline-cli``: the headless client.
+
+Accounts and contacts from a terminal or a script. Passwords come from ``--password-file`` or the
+``PUNCHLINE_PASSWORD`` environment variable (or a prompt on a terminal), never from the command line, where
+other users could read them. After ``login`` the session token is saved (owner-only) so that later commands
+need no password. ``--json`` prints one JSON object per line.
+
+Exit status: 0 done, 1 the server refused, 2 bad usage or local problem, 3 the server could not be reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import getpass
+import json
+import os
+import ssl
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, TextIO
+
+import platformdirs
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidHandshake, InvalidURI
+
+from app.cli.sessions import SavedSessions
+from app.identity import IdentityError, load_or_create_identity
+from app.signalling import events as ev
+from app.signalling.client import (
+    ClientOptions,
+    ConnectError,
+    Credentials,
+    NotConnected,
+    ServerError,
+    SignallingClient,
+    SignInError,
+    server_host,
+)
+from app.stun_client import StunClientError, discover_public_address
+from rendezvous.config import DEFAULT_PORT
+from rendezvous.wire import signalling as sig
+from rendezvous.wire.signalling import Contact, Register
+
+DEFAULT_SERVER = f"ws://localhost:{DEFAULT_PORT}"
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+
+
+Command = Callable[[argparse.Namespace, "Output"], Coroutine[Any, Any, None]]
+
+
+class CliError(Exception):
+    """A failure to report as one line and an exit status."""
+
+    def __init__(self, message: str, status: int, code: str = "error") -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class Output:
+    """Prints results as sentences for people or, with ``--json``, as one JSON object per line."""
+
+    def __init__(self, as_json: bool, stream: TextIO = sys.stdout) -> None:
+        self.as_json = as_json
+        self._stream = stream
+
+    def emit(self, event: str, text: str, **fields: Any) -> None:
+        """One result line."""
+        if self.as_json:
+            print(json.dumps({"event": event, **fields}, default=str), file=self._stream, flush=True)
+        else:
+            print(text, file=self._stream, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------- commands
+
+
+async def cmd_register(args: argparse.Namespace, out: Output) -> None:
+    """Create an account (does not sign in)."""
+    user = _require_user(args)
+    password = _password(args, confirm=True)
+    try:
+        async with connect(args.server, ssl=_ssl_context(args), open_timeout=10, compression=None) as ws:
+            await ws.send(sig.encode(Register(id=1, username=user, password=password)))
+            reply = sig.decode_server_message(await asyncio.wait_for(ws.recv(), 30))
+    except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
+        raise CliError(f"Cannot reach the server at {args.server}: {exc}", EXIT_UNREACHABLE) from exc
+    except sig.MessageError as exc:
+        raise CliError(f"The server sent something unreadable: {exc.detail}", EXIT_UNREACHABLE) from exc
+    if isinstance(reply, sig.Error):
+        raise CliError(reply.message, EXIT_REFUSED, reply.code)
+    out.emit("registered", f"Registered {user} on {args.server}. Sign in with 'login'.", user=user)
+
+
+async def cmd_login(args: argparse.Namespace, out: Output) -> None:
+    """Sign in with the password and save the session token for later commands."""
+    async with _signed_in(args, out, force_password=True) as client:
+        out.emit("signed_in", f"Signed in as {client.username}.", user=client.username)
+
+
+async def cmd_logout(args: argparse.Namespace, out: Output) -> None:
+    """Revoke the saved session on the server and forget it here."""
+    async with _signed_in(args, out) as client:
+        await client.sign_out()
+    _sessions(args).forget(args.server, client.username)
+    out.emit("signed_out", f"Signed out {client.username}.", user=client.username)
+
+
+async def cmd_contacts(args: argparse.Namespace, out: Output) -> None:
+    """List contacts with presence, and pending requests."""
+    async with _signed_in(args, out) as client:
+        contacts = await client.list_contacts()
+    if not contacts and not out.as_json:
+        out.emit("contact", "No contacts yet. Add one with: punchline-cli add NAME")
+    for contact in contacts:
+        out.emit("contact", _describe_contact(contact), **_contact_fields(contact))
+
+
+def _contact_action(
+    action: Callable[[SignallingClient, str], Awaitable[None]], done: str, event: str
+) -> Command:
+    async def command(args: argparse.Namespace, out: Output) -> None:
+        async with _signed_in(args, out) as client:
+            await action(client, args.name)
+            contact = client.contacts.get(args.name.lower())
+        relation = contact.relation if contact else "none"
+        out.emit(event, done.format(name=args.name), user=args.name.lower(), relation=relation)
+
+    command.__doc__ = done
+    return command
+
+
+cmd_add = _contact_action(SignallingClient.add_contact, "Contact request sent to {name}.", "requested")
+cmd_accept = _contact_action(SignallingClient.accept_contact, "{name} is now a contact.", "accepted")
+cmd_decline = _contact_action(SignallingClient.decline_contact, "Declined {name}'s request.", "declined")
+cmd_remove = _contact_action(SignallingClient.remove_contact, "Removed {name}.", "removed")
+cmd_block = _contact_action(SignallingClient.block_contact, "Blocked {name}.", "blocked")
+cmd_unblock = _contact_action(SignallingClient.unblock_contact, "Unblocked {name}.", "unblocked")
+
+
+async def cmd_whoami(args: argparse.Namespace, out: Output) -> None:
+    """Print who we are signed in as and our public address as the STUN server sees it."""
+    async with _signed_in(args, out) as client:
+        stun_port = client.stun_port
+    if args.stun:
+        host, _, port = args.stun.rpartition(":")
+        stun_server = (host.strip("[]"), int(port))
+    elif stun_port is not None:
+        stun_server = (server_host(args.server), stun_port)
+    else:
+        raise CliError("The server runs no STUN service; name one with --stun HOST:PORT.", EXIT_USAGE)
+    try:
+        found = await discover_public_address(stun_server, timeout=args.timeout)
+    except StunClientError as exc:
+        raise CliError(str(exc), EXIT_UNREACHABLE, "stun_failed") from exc
+    public = f"{found.public[0]}:{found.public[1]}"
+    out.emit(
+        "whoami",
+        f"{client.username} on device {client.device_id}; public address {public}"
+        f" (local {found.local[0]}:{found.local[1]}, STUN {stun_server[0]}:{stun_server[1]},"
+        f" {found.rtt * 1000:.1f} ms)",
+        user=client.username,
+        device=client.device_id,
+        public_address=public,
+        local_address=f"{found.local[0]}:{found.local[1]}",
+        stun_server=f"{stun_server[0]}:{stun_server[1]}",
+        rtt_ms=round(found.rtt * 1000, 2),
+    )
+
+
+async def cmd_watch(args: argparse.Namespace, out: Output) -> None:
+    """Stay signed in and print contact, presence and signal events until interrupted."""
+    async with _signed_in(args, out) as client:
+        for contact in client.contacts.values():
+            out.emit("contact", _describe_contact(contact), **_contact_fields(contact))
+        while True:
+            event = await client.next_event()
+            _print_event(event, out)
+            if isinstance(event, ev.SessionEnded):
+                raise CliError(event.reason, EXIT_REFUSED, "session_ended")
+
+
+# ---------------------------------------------------------------------------------------------- plumbing
+
+
+@contextlib.asynccontextmanager
+async def _signed_in(
+    args: argparse.Namespace, out: Output, *, force_password: bool = False
+) -> Any:  # AsyncIterator[SignallingClient], spelled loosely for asynccontextmanager's typing
+    user = _require_user(args)
+    sessions = _sessions(args)
+    token = None if force_password else sessions.token(args.server, user)
+    password = None
+    if token is None:
+        password = _password(args)
+    try:
+        identity = load_or_create_identity(_config_dir(args))
+    except IdentityError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from exc
+    client = SignallingClient(
+        args.server,
+        Credentials(user, password=password, token=token),
+        identity,
+        options=ClientOptions(ssl_context=_ssl_context(args)),
+    )
+    try:
+        await client.start()
+    except SignInError as exc:
+        if token is not None and exc.code == "auth_failed":
+            sessions.forget(args.server, user)
+            raise CliError(f"{exc} (run 'punchline-cli login')", EXIT_REFUSED, exc.code) from exc
+        raise CliError(str(exc), EXIT_REFUSED, exc.code) from exc
+    except ConnectError as exc:
+        raise CliError(str(exc), EXIT_UNREACHABLE, "unreachable") from exc
+    if client.token:
+        sessions.save(args.server, client.username, client.token)
+    try:
+        yield client
+    except ServerError as exc:
+        raise CliError(str(exc), EXIT_REFUSED, exc.code) from exc
+    except NotConnected as exc:
+        raise CliError(str(exc), EXIT_UNREACHABLE, "unreachable") from exc
+    finally:
+        await client.close()
+
+
+def _print_event(event: ev.SignallingEvent, out: Output) -> None:
+    if isinstance(event, ev.ContactChanged):
+        out.emit("contact", _describe_contact(event.contact), **_contact_fields(event.contact))
+    elif isinstance(event, ev.PresenceChanged):
+        out.emit(
+            "presence",
+            f"{event.username} is {event.status}",
+            user=event.username,
+            status=event.status,
+            devices=[asdict(d) for d in event.devices],
+        )
+    elif isinstance(event, ev.SignalReceived):
+        out.emit(
+            "signal",
+            f"signal from {event.sender}: {json.dumps(event.payload)}",
+            sender=event.sender,
+            sender_device=event.sender_device,
+            payload=event.payload,
+        )
+    elif isinstance(event, ev.Disconnected):
+        out.emit(
+            "disconnected",
+            f"Disconnected ({event.reason}); retrying in {event.retry_in:.1f} s",
+            reason=event.reason,
+            retry_in=round(event.retry_in, 2),
+        )
+    elif isinstance(event, ev.SignedIn):
+        out.emit("signed_in", f"Signed in again as {event.username}.", user=event.username, reconnected=True)
+
+
+def _describe_contact(contact: Contact) -> str:
+    labels = {
+        "mutual": contact.status,
+        "incoming": "wants to be your contact (accept NAME / decline NAME)",
+        "outgoing": "request sent, waiting for an answer",
+        "blocked": "blocked",
+        "none": "no longer a contact",
+    }
+    return f"{contact.username:<20} {labels[contact.relation]}"
+
+
+def _contact_fields(contact: Contact) -> dict[str, Any]:
+    return {
+        "user": contact.username,
+        "relation": contact.relation,
+        "status": contact.status,
+        "devices": [asdict(d) for d in contact.devices],
+    }
+
+
+def _require_user(args: argparse.Namespace) -> str:
+    user: str | None = args.user or _sessions(args).last_user(args.server)
+    if not user:
+        raise CliError("Say who you are with --user NAME (or PUNCHLINE_USER).", EXIT_USAGE)
+    return user.strip().lower()
+
+
+def _password(args: argparse.Namespace, *, confirm: bool = False) -> str:
+    if args.password_file:
+        try:
+            return Path(args.password_file).read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise CliError(f"Cannot read the password file: {exc}", EXIT_USAGE) from exc
+    from_env = os.environ.get("PUNCHLINE_PASSWORD")
+    if from_env:
+        return from_env
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if confirm and getpass.getpass("Password again: ") != password:
+            raise CliError("The two passwords differ.", EXIT_USAGE)
+        return password
+    raise CliError(
+        "No password: use --password-file FILE or set PUNCHLINE_PASSWORD (or 'login' once).", EXIT_USAGE
+    )
+
+
+def _config_dir(args: argparse.Namespace) -> Path:
+    return Path(args.config_dir) if args.config_dir else Path(platformdirs.user_config_dir("punchline"))
+
+
+def _sessions(args: argparse.Namespace) -> SavedSessions:
+    return SavedSessions(_config_dir(args))
+
+
+def _ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    if not args.server.startswith("wss:"):
+        return None
+    return ssl.create_default_context(cafile=args.ca_file)
+
+
+COMMANDS: dict[str, tuple[Command, str]] = {
+    "register": (cmd_register, "create an account"),
+    "login": (cmd_login, "sign in with the password and remember the session"),
+    "logout": (cmd_logout, "sign out and forget the saved session"),
+    "contacts": (cmd_contacts, "list contacts with presence, and pending requests"),
+    "add": (cmd_add, "send a contact request to NAME"),
+    "accept": (cmd_accept, "accept NAME's contact request"),
+    "decline": (cmd_decline, "decline NAME's contact request"),
+    "remove": (cmd_remove, "remove NAME from your contacts (or cancel your request)"),
+    "block": (cmd_block, "block NAME"),
+    "unblock": (cmd_unblock, "unblock NAME"),
+    "whoami": (cmd_whoami, "show your account and public address (from STUN)"),
+    "watch": (cmd_watch, "print contact, presence and signal events until Ctrl-C"),
+}
+NAMED = {"add", "accept", "decline", "remove", "block", "unblock"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; global options may come before or after the command."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--server",
+        default=argparse.SUPPRESS,
+        help=f"rendezvous server URL (default $PUNCHLINE_SERVER or {DEFAULT_SERVER})",
+    )
+    common.add_argument("--user", default=argparse.SUPPRESS, help="your username (default $PUNCHLINE_USER)")
+    common.add_argument("--password-file", default=argparse.SUPPRESS, help="read the password from this file")
+    common.add_argument("--config-dir", default=argparse.SUPPRESS, help="where keys and sessions are kept")
+    common.add_argument("--ca-file", default=argparse.SUPPRESS, help="CA certificate to trust for wss://")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON lines output")
+    parser = argparse.ArgumentParser(
+        prog="punchline-cli", description="Punchline's headless client.", parents=[common]
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (_, help_text) in COMMANDS.items():
+        sub = commands.add_parser(name, help=help_text, description=help_text, parents=[common])
+        if name in NAMED:
+            sub.add_argument("name", metavar="NAME")
+        if name == "whoami":
+            sub.add_argument("--stun", help="STUN server HOST:PORT (default: the rendezvous server's)")
+            sub.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for STUN")
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Parse and fill the defaults that come from the environment."""
+    args = build_parser().parse_args(argv)
+    defaults = {
+        "server": os.environ.get("PUNCHLINE_SERVER", DEFAULT_SERVER),
+        "user": os.environ.get("PUNCHLINE_USER"),
+        "password_file": None,
+        "config_dir": os.environ.get("PUNCHLINE_CONFIG_DIR"),
+        "ca_file": None,
+        "json": False,
+    }
+    for key, value in defaults.items():
+        if not hasattr(args, key):
+            setattr(args, key, value)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; print its result or one line saying what went wrong."""
+    args = parse_args(argv)
+    out = Output(args.json)
+    command = COMMANDS[args.command][0]
+    try:
+        asyncio.run(command(args, out))
+    except CliError as exc:
+        if out.as_json:
+            out.emit("error", str(exc), code=exc.code, message=str(exc))
+        else:
+            print(f"punchline-cli: {exc}", file=sys.stderr)
+        return exc.status
+    except KeyboardInterrupt:
+        return 130
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

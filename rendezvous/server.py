@@ -1,0 +1,154 @@
+"""The composition root: builds the store, the signalling service, the WebSocket and STUN listeners.
+
+`RendezvousServer.start` is what tests and the desktop app's embedded server call; `run` adds signal
+handling for the ``punchline-rendezvous`` command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import ssl
+from pathlib import Path
+from types import TracebackType
+
+from websockets.asyncio.server import Server, serve
+
+from rendezvous.config import ServerConfig
+from rendezvous.log import log_event, monotonic
+from rendezvous.service import SignallingService
+from rendezvous.store import DATABASE_NAME, Store
+from rendezvous.stun_server import StunServer, start_stun_server
+from rendezvous.websocket import ConnectionHandler
+
+log = logging.getLogger("punchline.rendezvous")
+
+
+class StartupError(Exception):
+    """The server could not start (a port in use, a bad certificate...); the message says what to do."""
+
+
+class RendezvousServer:
+    """A running rendezvous server: signalling on WebSocket and STUN on UDP, sharing one store."""
+
+    def __init__(
+        self, config: ServerConfig, store: Store, websocket: Server, stun: StunServer | None, tls: bool
+    ) -> None:
+        self.config = config
+        self._store = store
+        self._websocket = websocket
+        self.stun = stun
+        self._tls = tls
+        sockets = list(websocket.sockets)
+        self.port: int = sockets[0].getsockname()[1]
+
+    @property
+    def url(self) -> str:
+        """The address clients connect to, such as ``ws://127.0.0.1:8765``."""
+        host = self.config.host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"{'wss' if self._tls else 'ws'}://{host}:{self.port}"
+
+    @property
+    def stun_port(self) -> int | None:
+        """The UDP port STUN answers on, or None without a STUN service."""
+        return self.stun.address[1] if self.stun else None
+
+    @classmethod
+    async def start(cls, config: ServerConfig) -> RendezvousServer:
+        """Open the database and both listeners; raise `StartupError` with advice when one cannot open."""
+        tls = _tls_context(config.tls_cert, config.tls_key)
+        store = Store(config.data_dir / DATABASE_NAME if config.data_dir else None)
+        stun: StunServer | None = None
+        try:
+            if config.stun_port is not None:
+                try:
+                    stun = await start_stun_server(config.host, config.stun_port)
+                except OSError as exc:
+                    raise StartupError(
+                        f"Cannot open the STUN port {config.host}:{config.stun_port} ({exc.strerror}). "
+                        "Choose another with --stun-port, or --stun-port off."
+                    ) from exc
+            stun_port = stun.address[1] if stun else None
+            service = SignallingService(store, config.limits, stun_port=stun_port)
+            handler = ConnectionHandler(service, config.limits, monotonic)
+            try:
+                websocket = await serve(
+                    handler,
+                    config.host,
+                    config.port,
+                    ssl=tls,
+                    max_size=config.limits.max_message_bytes,
+                    ping_interval=config.limits.ping_interval,
+                    ping_timeout=config.limits.ping_timeout,
+                    compression=None,  # messages are small; per-connection zlib state costs ~300 KB each
+                    server_header="punchline-rendezvous",
+                    logger=logging.getLogger("punchline.rendezvous.websockets"),
+                )
+            except OSError as exc:
+                raise StartupError(
+                    f"Cannot listen on {config.host}:{config.port} ({exc.strerror}). "
+                    "Is another server running? Choose another port with --port."
+                ) from exc
+        except BaseException:
+            if stun:
+                stun.close()
+            store.close()
+            raise
+        server = cls(config, store, websocket, stun, tls is not None)
+        log_event(
+            log,
+            "listening",
+            url=server.url,
+            stun_port=server.stun_port,
+            data=str(config.data_dir) if config.data_dir else "memory",
+        )
+        return server
+
+    async def close(self) -> None:
+        """Stop listening, tell every client the server is going away (1001), and close the database."""
+        self._websocket.close(close_connections=True)
+        await self._websocket.wait_closed()
+        if self.stun:
+            self.stun.close()
+            await asyncio.sleep(0)  # a datagram transport releases its socket on the next loop iteration
+        self._store.close()
+        log_event(log, "stopped")
+
+    async def __aenter__(self) -> RendezvousServer:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+
+async def run(config: ServerConfig) -> None:
+    """Serve until SIGTERM or SIGINT, then shut down gracefully."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    server = await RendezvousServer.start(config)
+    try:
+        await stop.wait()
+        log_event(log, "shutting_down")
+    finally:
+        await server.close()
+
+
+def _tls_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise StartupError("TLS needs both a certificate (--tls-cert) and a private key (--tls-key).")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise StartupError(f"Cannot load the TLS certificate {cert} and key {key}: {exc}") from exc
+    return context

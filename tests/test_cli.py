@@ -1,0 +1,133 @@
+"""``punchline-cli`` end to end, as a subprocess against a real server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rendezvous.server import RendezvousServer
+from tests.conftest import PASSWORD
+
+Cli = Callable[..., Awaitable[tuple[int, list[dict[str, Any]], str]]]
+
+
+@pytest.fixture
+def cli(server: RendezvousServer, tmp_path: Path) -> Cli:
+    """Run punchline-cli as ``user`` (own config dir each) with --json; return (status, lines, stderr)."""
+
+    async def run(
+        user: str, *args: str, password: str | None = PASSWORD, server_url: str | None = None
+    ) -> tuple[int, list[dict[str, Any]], str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PUNCHLINE_")}
+        if password is not None:
+            env["PUNCHLINE_PASSWORD"] = password
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "app.cli.main",
+            *args,
+            "--json",
+            "--user",
+            user,
+            "--server",
+            server_url or server.url,
+            "--config-dir",
+            str(tmp_path / user),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+        )
+        out, err = await asyncio.wait_for(process.communicate(), 60)
+        lines = [json.loads(line) for line in out.decode().splitlines()]
+        assert process.returncode is not None
+        return process.returncode, lines, err.decode()
+
+    return run
+
+
+async def test_contact_lifecycle_through_the_cli(cli: Cli, tmp_path: Path) -> None:
+    for user in ("alice", "bob", "carol"):
+        status, lines, _ = await cli(user, "register")
+        assert (status, lines[0]["event"]) == (0, "registered")
+    status, lines, _ = await cli("alice", "login")
+    assert (status, lines) == (0, [{"event": "signed_in", "user": "alice"}])
+    # The token is saved owner-only; later commands need no password.
+    sessions = tmp_path / "alice" / "cli-sessions.json"
+    assert sessions.stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "alice" / "identity.pem").stat().st_mode & 0o777 == 0o600
+
+    assert (await cli("alice", "add", "bob", password=None))[0] == 0
+    assert (await cli("alice", "add", "carol", password=None))[0] == 0
+    status, lines, _ = await cli("bob", "contacts")
+    assert lines == [
+        {"event": "contact", "user": "alice", "relation": "incoming", "status": "offline", "devices": []}
+    ]
+    assert (await cli("bob", "accept", "alice"))[0] == 0
+    assert (await cli("carol", "decline", "alice"))[0] == 0
+
+    status, lines, _ = await cli("alice", "contacts", password=None)
+    assert status == 0
+    assert {line["user"]: line["relation"] for line in lines} == {"bob": "mutual"}  # carol declined
+    assert (await cli("alice", "remove", "bob", password=None))[0] == 0
+    status, lines, _ = await cli("bob", "contacts")
+    assert lines == []
+
+
+async def test_whoami_prints_the_public_address_from_stun(cli: Cli) -> None:
+    await cli("alice", "register")
+    status, lines, stderr = await cli("alice", "whoami")
+    assert status == 0, stderr
+    (line,) = lines
+    ip, port = line["public_address"].rsplit(":", 1)
+    assert ip == "127.0.0.1"
+    assert line["public_address"] == line["local_address"]  # no NAT on loopback
+    assert 0 < int(port) < 65536
+    assert line["user"] == "alice"
+    assert len(line["device"]) == 16
+
+
+async def test_failures_have_clear_messages_and_exit_codes(cli: Cli, server: RendezvousServer) -> None:
+    await cli("alice", "register")
+    status, lines, _ = await cli("alice", "login", password="wrong password!")
+    assert (status, lines[0]["code"], lines[0]["message"]) == (
+        1,
+        "auth_failed",
+        "Wrong username or password.",
+    )
+    status, lines, _ = await cli("alice", "contacts", password=None)
+    assert status == 2
+    assert "PUNCHLINE_PASSWORD" in lines[0]["message"]
+    status, lines, _ = await cli("alice", "add", "nobody")
+    assert (status, lines[0]["code"]) == (1, "no_such_user")
+    status, lines, _ = await cli("alice", "register")
+    assert (status, lines[0]["code"]) == (1, "username_taken")
+    status, lines, _ = await cli("alice", "contacts", server_url="ws://127.0.0.1:9")
+    assert status == 3
+    assert "Cannot reach the server" in lines[0]["message"]
+
+
+async def test_password_file_and_human_output(server: RendezvousServer, tmp_path: Path) -> None:
+    password_file = tmp_path / "pw"
+    password_file.write_text(PASSWORD + "\n")
+    base = [sys.executable, "-m", "app.cli.main", "--server", server.url, "--config-dir", str(tmp_path / "c")]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PUNCHLINE_")}
+    for args in (["register", "--user", "dana"], ["login", "--user", "dana"]):
+        process = await asyncio.create_subprocess_exec(
+            *base, *args, "--password-file", str(password_file), stdout=asyncio.subprocess.PIPE, env=env
+        )
+        out, _ = await process.communicate()
+        assert process.returncode == 0
+    assert out.decode() == "Signed in as dana.\n"
+    # --user is remembered for this server after login.
+    process = await asyncio.create_subprocess_exec(*base, "contacts", stdout=asyncio.subprocess.PIPE, env=env)
+    out, _ = await process.communicate()
+    assert process.returncode == 0
+    assert "No contacts yet" in out.decode()
