@@ -1,1 +1,1 @@
-"""Punchline's client: the Qt-free core (signalling, NAT discovery, sessions) and, in ``app.gui``, the desktop UI."""
+"""Punchline's client: the Qt-free core (signalling, NAT discovery, sessions) and the UI (``app.gui``)."""

@@ -33,7 +33,7 @@ class JsonLineFormatter(logging.Formatter):
         return json.dumps(line, default=str, separators=(",", ":"))
 
 
-def log_event(logger: logging.Logger, event: str, level: int = logging.INFO, **fields: Any) -> None:
+def log_event(logger: logging.Logger, event: str, *, level: int = logging.INFO, **fields: Any) -> None:
     """Log one event with structured fields (no secrets: names containing password/token/secret raise)."""
     for name in fields:
         if any(word in name for word in _SECRET_WORDS):

@@ -399,7 +399,7 @@ class SignallingService:
         forward = sig.Signal(sender=me, sender_device=session.device.device_id, payload=msg.payload)
         for target in targets:
             target.connection.send(forward)
-        log_event(log, "signal_forwarded", logging.DEBUG, user=me, other=other, devices=len(targets))
+        log_event(log, "signal_forwarded", level=logging.DEBUG, user=me, other=other, devices=len(targets))
         return sig.Ok(re=msg.id)
 
     # ------------------------------------------------------------------------------------------ helpers

@@ -6,6 +6,7 @@ import io
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,5 +31,6 @@ def test_log_lines_are_json_and_refuse_secret_fields() -> None:
     line = json.loads(stream.getvalue())
     assert (line["event"], line["user"], line["level"]) == ("signed_in", "alice", "info")
     for field in ("password", "new_password", "token", "secret_key"):
+        fields: dict[str, Any] = {field: "x"}
         with pytest.raises(ValueError, match="secret"):
-            server_log.log_event(logger, "oops", **{field: "x"})
+            server_log.log_event(logger, "oops", **fields)
