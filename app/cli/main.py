@@ -18,7 +18,7 @@ import json
 import os
 import ssl
 import sys
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TextIO
@@ -98,13 +98,13 @@ async def cmd_register(args: argparse.Namespace, out: Output) -> None:
 
 async def cmd_login(args: argparse.Namespace, out: Output) -> None:
     """Sign in with the password and save the session token for later commands."""
-    async with _signed_in(args, out, force_password=True) as client:
+    async with _signed_in(args, force_password=True) as client:
         out.emit("signed_in", f"Signed in as {client.username}.", user=client.username)
 
 
 async def cmd_logout(args: argparse.Namespace, out: Output) -> None:
     """Revoke the saved session on the server and forget it here."""
-    async with _signed_in(args, out) as client:
+    async with _signed_in(args) as client:
         await client.sign_out()
     _sessions(args).forget(args.server, client.username)
     out.emit("signed_out", f"Signed out {client.username}.", user=client.username)
@@ -112,7 +112,7 @@ async def cmd_logout(args: argparse.Namespace, out: Output) -> None:
 
 async def cmd_contacts(args: argparse.Namespace, out: Output) -> None:
     """List contacts with presence, and pending requests."""
-    async with _signed_in(args, out) as client:
+    async with _signed_in(args) as client:
         contacts = await client.list_contacts()
     if not contacts and not out.as_json:
         out.emit("contact", "No contacts yet. Add one with: punchline-cli add NAME")
@@ -124,7 +124,7 @@ def _contact_action(
     action: Callable[[SignallingClient, str], Awaitable[None]], done: str, event: str
 ) -> Command:
     async def command(args: argparse.Namespace, out: Output) -> None:
-        async with _signed_in(args, out) as client:
+        async with _signed_in(args) as client:
             await action(client, args.name)
             contact = client.contacts.get(args.name.lower())
         relation = contact.relation if contact else "none"
@@ -144,7 +144,7 @@ cmd_unblock = _contact_action(SignallingClient.unblock_contact, "Unblocked {name
 
 async def cmd_whoami(args: argparse.Namespace, out: Output) -> None:
     """Print who we are signed in as and our public address as the STUN server sees it."""
-    async with _signed_in(args, out) as client:
+    async with _signed_in(args) as client:
         stun_port = client.stun_port
     if args.stun:
         host, _, port = args.stun.rpartition(":")
@@ -174,7 +174,7 @@ async def cmd_whoami(args: argparse.Namespace, out: Output) -> None:
 
 async def cmd_watch(args: argparse.Namespace, out: Output) -> None:
     """Stay signed in and print contact, presence and signal events until interrupted."""
-    async with _signed_in(args, out) as client:
+    async with _signed_in(args) as client:
         for contact in client.contacts.values():
             out.emit("contact", _describe_contact(contact), **_contact_fields(contact))
         while True:
@@ -189,8 +189,9 @@ async def cmd_watch(args: argparse.Namespace, out: Output) -> None:
 
 @contextlib.asynccontextmanager
 async def _signed_in(
-    args: argparse.Namespace, out: Output, *, force_password: bool = False
-) -> Any:  # AsyncIterator[SignallingClient], spelled loosely for asynccontextmanager's typing
+    args: argparse.Namespace, *, force_password: bool = False
+) -> AsyncIterator[SignallingClient]:
+    """Sign in (saved token first, else the password), save the new token, and close at the end."""
     user = _require_user(args)
     sessions = _sessions(args)
     token = None if force_password else sessions.token(args.server, user)
