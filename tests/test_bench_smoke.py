@@ -1,0 +1,29 @@
+"""The load benchmark still runs end to end (tiny size, no timing asserted: numbers are the script's job)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_load_benchmark_runs_and_delivers_every_message() -> None:
+    size = ["--clients", "20", "--rate", "50", "--seconds", "1", "--idle", "0"]
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.bench.load_signalling", *size, "--json"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["sign_in"]["signed_in"] == 20
+    steady = report["steady"]
+    assert steady["sent"] == steady["accepted"] == steady["delivered"] == 50
+    assert report["held"]["connected_at_end"] == 20
+    assert report["server_log"] == {"exit_status": 0, "warnings": 0, "errors": 0}
