@@ -11,8 +11,10 @@ from aioice import stun as aioice_stun
 from rendezvous.wire.stun import (
     Attribute,
     ErrorCode,
+    IceControlled,
     MappedAddress,
     MessageIntegrity,
+    Priority,
     RawAttribute,
     Software,
     StunClass,
@@ -94,12 +96,8 @@ def test_rfc5769_sample_request_decodes_and_its_integrity_checks() -> None:
     assert message.transaction_id == VECTOR_TRANSACTION_ID
     assert message.find(Software) == Software("STUN test client")
     assert message.find(Username) == Username("evtj:h6vY")
-    # PRIORITY (0x0024) and ICE-CONTROLLED (0x8029) are ICE's: kept raw, in order.
-    assert message.attributes[1:3] == (
-        RawAttribute(0x0024, bytes.fromhex("6e0001ff")),
-        RawAttribute(0x8029, bytes.fromhex("932ff9b151263b36")),
-    )
-    assert message.unknown_comprehension_required() == (0x0024,)
+    assert message.attributes[1:3] == (Priority(0x6E0001FF), IceControlled(0x932FF9B151263B36))
+    assert message.unknown_comprehension_required() == ()
     assert isinstance(message.attributes[-1], MessageIntegrity)
     assert verify_integrity(SAMPLE_REQUEST, VECTOR_KEY)
     assert not verify_integrity(SAMPLE_REQUEST, b"VOkJxbRl1RmTxUk/WvJxBT")
@@ -204,7 +202,7 @@ ALL_ATTRIBUTES: tuple[Attribute, ...] = (
     ErrorCode(300, ""),
     UnknownAttributes((0x0003, 0x7FFF, 0x0024)),
     UnknownAttributes(()),
-    RawAttribute(0x0024, b"\x01\x02\x03"),
+    RawAttribute(0x0031, b"\x01\x02\x03"),
     RawAttribute(0xC001, b""),
 )
 

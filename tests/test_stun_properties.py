@@ -11,8 +11,10 @@ from hypothesis import strategies as st
 from app.stun_client import BindingFailed, BindingSucceeded, BindingTransaction
 from rendezvous.stun_server import MAX_AMPLIFICATION, answer
 from rendezvous.wire.stun import (
+    ATTRIBUTE_CLASSES,
     MAGIC_COOKIE_BYTES,
     Attribute,
+    AttributeType,
     ErrorCode,
     MappedAddress,
     RawAttribute,
@@ -31,7 +33,7 @@ from rendezvous.wire.stun import (
 SERVER = ("203.0.113.1", 3478)
 SOURCE = ("198.51.100.7", 40000)
 TID = bytes(range(12))
-KNOWN_TYPES = {0x0001, 0x0006, 0x0008, 0x0009, 0x000A, 0x0020, 0x8022, 0x8028}
+KNOWN_TYPES = {*ATTRIBUTE_CLASSES, AttributeType.FINGERPRINT}
 
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -33,10 +33,31 @@ type     name                       RFC 8489    notes
 0x0020   XOR-MAPPED-ADDRESS         §14.2       IPv4 and IPv6
 0x8022   SOFTWARE                   §14.14
 0x8028   FINGERPRINT                §14.7       ``encode(fingerprint=True)``; checked on decode
+0x0014   REALM                      §14.9       long-term credentials (401 challenge)
+0x0015   NONCE                      §14.10      long-term credentials (401/438 challenge)
+=======  =========================  ==========  =============================================
+
+TURN (RFC 8656 §18) and ICE (RFC 8445 §16.1) attributes, for the relay and the connectivity checks:
+
+=======  =========================  ==========  =============================================
+0x000C   CHANNEL-NUMBER             8656 §18.1  0x4000-0x4FFF
+0x000D   LIFETIME                   8656 §18.2  seconds
+0x0012   XOR-PEER-ADDRESS           8656 §18.3  same encoding as XOR-MAPPED-ADDRESS
+0x0013   DATA                       8656 §18.4  the application datagram
+0x0016   XOR-RELAYED-ADDRESS        8656 §18.5
+0x0017   REQUESTED-ADDRESS-FAMILY   8656 §18.6
+0x0018   EVEN-PORT                  8656 §18.7
+0x0019   REQUESTED-TRANSPORT        8656 §18.8  17 = UDP
+0x001A   DONT-FRAGMENT              8656 §18.9  no value
+0x0022   RESERVATION-TOKEN          8656 §18.10 8 bytes
+0x0024   PRIORITY                   8445 §16.1
+0x0025   USE-CANDIDATE              8445 §16.1  no value
+0x8029   ICE-CONTROLLED             8445 §16.1  64-bit tie-breaker
+0x802A   ICE-CONTROLLING            8445 §16.1  64-bit tie-breaker
 =======  =========================  ==========  =============================================
 
 Any other attribute decodes to a `RawAttribute` so callers can tell which comprehension-required ones they
-did not understand. To add one (REALM, NONCE, MESSAGE-INTEGRITY-SHA256...), write a frozen dataclass
+did not understand. To add one (MESSAGE-INTEGRITY-SHA256, PASSWORD-ALGORITHMS...), write a frozen dataclass
 subclass of `Attribute` with ``TYPE``, ``encode_value`` and ``decode_value``, and decorate it with
 ``@_register``.
 
@@ -76,6 +97,8 @@ _MAX_BODY_LENGTH = 0xFFFC  # the length field is 16 bits and a multiple of 4
 _MAX_REASON_BYTES = 763  # RFC 8489 §14.8: fewer than 128 characters, at most 763 bytes
 _MAX_SOFTWARE_BYTES = 763  # RFC 8489 §14.14
 _MAX_USERNAME_BYTES = 508  # RFC 8489 §14.3: fewer than 509 bytes
+_MAX_REALM_BYTES = 763  # RFC 8489 §14.9
+_MAX_NONCE_BYTES = 763  # RFC 8489 §14.10
 
 _HEADER = struct.Struct("!HHI12s")
 _ATTRIBUTE_HEADER = struct.Struct("!HH")
@@ -119,9 +142,25 @@ class AttributeType(IntEnum):
     ERROR_CODE = 0x0009
     UNKNOWN_ATTRIBUTES = 0x000A
     MESSAGE_INTEGRITY_SHA256 = 0x001C  # not decoded yet; only its place after MESSAGE-INTEGRITY matters
+    CHANNEL_NUMBER = 0x000C
+    LIFETIME = 0x000D
+    XOR_PEER_ADDRESS = 0x0012
+    DATA = 0x0013
+    REALM = 0x0014
+    NONCE = 0x0015
+    XOR_RELAYED_ADDRESS = 0x0016
+    REQUESTED_ADDRESS_FAMILY = 0x0017
+    EVEN_PORT = 0x0018
+    REQUESTED_TRANSPORT = 0x0019
+    DONT_FRAGMENT = 0x001A
     XOR_MAPPED_ADDRESS = 0x0020
+    RESERVATION_TOKEN = 0x0022
+    PRIORITY = 0x0024
+    USE_CANDIDATE = 0x0025
     SOFTWARE = 0x8022
     FINGERPRINT = 0x8028
+    ICE_CONTROLLED = 0x8029
+    ICE_CONTROLLING = 0x802A
 
 
 def canonical_address(address: tuple[object, ...]) -> Address | None:
@@ -172,14 +211,15 @@ class Attribute(ABC):
         """Parse the value bytes (unpadded); raise `StunDecodeError` when they are malformed."""
 
 
-_ATTRIBUTE_CLASSES: dict[int, type[Attribute]] = {}
+#: Attribute classes by wire type: what `decode` turns each known type into.
+ATTRIBUTE_CLASSES: dict[int, type[Attribute]] = {}
 _A = TypeVar("_A", bound=Attribute)
 
 
 def _register(cls: type[_A]) -> type[_A]:
     """Class decorator: `decode` turns attributes of ``cls.TYPE`` into ``cls``."""
-    assert cls.TYPE not in _ATTRIBUTE_CLASSES, f"attribute type {cls.TYPE:#06x} registered twice"
-    _ATTRIBUTE_CLASSES[cls.TYPE] = cls
+    assert cls.TYPE not in ATTRIBUTE_CLASSES, f"attribute type {cls.TYPE:#06x} registered twice"
+    ATTRIBUTE_CLASSES[cls.TYPE] = cls
     return cls
 
 
@@ -383,6 +423,302 @@ class Software(Attribute):
         return cls(value.decode("utf-8", errors="replace"))
 
 
+@_register
+@dataclass(frozen=True)
+class Realm(Attribute):
+    """REALM (RFC 8489 §14.9): the long-term credential's realm, from a 401 challenge, echoed back."""
+
+    TYPE: ClassVar[int] = AttributeType.REALM
+    realm: str
+
+    def encode_value(self, transaction_id: bytes) -> bytes:
+        """UTF-8, at most 763 bytes."""
+        return _encode_text(self.realm, _MAX_REALM_BYTES, "REALM")
+
+    @classmethod
+    def decode_value(cls, value: bytes, transaction_id: bytes) -> Self:
+        """Strict UTF-8: it is part of the key."""
+        return cls(_utf8(value, "REALM"))
+
+
+@_register
+@dataclass(frozen=True)
+class Nonce(Attribute):
+    """NONCE (RFC 8489 §14.10): the server's challenge, echoed back until it answers 438 Stale Nonce."""
+
+    TYPE: ClassVar[int] = AttributeType.NONCE
+    nonce: str
+
+    def encode_value(self, transaction_id: bytes) -> bytes:
+        """UTF-8, at most 763 bytes."""
+        return _encode_text(self.nonce, _MAX_NONCE_BYTES, "NONCE")
+
+    @classmethod
+    def decode_value(cls, value: bytes, transaction_id: bytes) -> Self:
+        """Strict UTF-8: it is compared byte for byte."""
+        return cls(_utf8(value, "NONCE"))
+
+
+def _fixed(value: bytes, size: int, what: str) -> bytes:
+    if len(value) != size:
+        raise StunDecodeError(f"{what} is {len(value)} bytes, expected {size}")
+    return value
+
+
+@_register
+@dataclass(frozen=True)
+class ChannelNumber(Attribute):
+    """CHANNEL-NUMBER (RFC 8656 §18.1): the channel a ChannelBind binds, then 16 reserved bits."""
+
+    TYPE: ClassVar[int] = AttributeType.CHANNEL_NUMBER
+    number: int
+
+    def encode_value(self, transaction_id: bytes) -> bytes:
+        """Number and two zero bytes."""
+        return self.number.to_bytes(2, "big") + bytes(2)
+
+    @classmethod
+    def decode_value(cls, value: bytes, transaction_id: bytes) -> Self:
+        """Any 16-bit number: whether it is in 0x4000-0x4FFF is the server's question (400 Bad Request)."""
+        return cls(int.from_bytes(_fixed(value, 4, "CHANNEL-NUMBER")[:2], "big"))
+
+
+@_register
+@dataclass(frozen=True)
+class Lifetime(Attribute):
+    """LIFETIME (RFC 8656 §18.2): seconds an allocation should live (0 in a Refresh deletes it)."""
+
+    TYPE: ClassVar[int] = AttributeType.LIFETIME
+    seconds: int
+
+    def encode_value(self, transaction_id: bytes) -> bytes:
+        """32-bit seconds."""
+        return self.seconds.to_bytes(4, "big")
+
+    @classmethod
+    def decode_value(cls, value: bytes, transaction_id: bytes) -> Self:
+        """Exactly 4 bytes."""
+        return cls(int.from_bytes(_fixed(value, 4, "LIFETIME"), "big"))
+
+
+@_register
+@dataclass(frozen=True)
+class XorPeerAddress(Attribute):
+    """XOR-PEER-ADDRESS (RFC 8656 §18.3): the peer a permission, channel, Send or Data is about."""
+
+    TYPE: ClassVar[int] = AttributeType.XOR_PEER_ADDRESS
+    address: Address
+
+    def encode_value(self, transaction_id: bytes) -> bytes:
+        """As XOR-MAPPED-ADDRESS."""
+        return _pack_address(self.address, _xor_mask(transaction_id))
+
+    @classmethod
+    def decode_value(cls, value: bytes, transaction_id: bytes) -> Self:
+        """As XOR-MAPPED-ADDRESS."""
+        return cls(_unpack_address(value, _xor_mask(transaction_id), "XOR-PEER-ADDRESS"))
+
+
+@_register
+@dataclass(frozen=True)
+class XorRelayedAddress(Attribute):
+    """XOR-RELAYED-ADDRESS (RFC 8656 §18.5): the address the server allocated for the client."""
+
+    TYPE: ClassVar[int] = AttributeType.XOR_RELAYED_ADDRESS
+    address: Address
+
+    def encode_value(self, transaction_id: bytes) -> bytes:
+        """As XOR-MAPPED-ADDRESS."""
+        return _pack_address(self.address, _xor_mask(transaction_id))
+
+    @classmethod
+    def decode_value(cls, value: bytes, transaction_id: bytes) -> Self:
+        """As XOR-MAPPED-ADDRESS."""
+        return cls(_unpack_address(value, _xor_mask(transaction_id), "XOR-RELAYED-ADDRESS"))
+
+
+@_register
+@dataclass(frozen=True)
+class Data(Attribute):
+    """DATA (RFC 8656 §18.4): the application datagram inside a Send or Data indication."""
+
+    TYPE: ClassVar[int] = AttributeType.DATA
+    data: bytes
+
+    def encode_value(self, transaction_id: bytes) -> bytes:
+        """The bytes as they are."""
+        return self.data
+
+    @classmethod
+    def decode_value(cls, value: bytes, transaction_id: bytes) -> Self:
+        """Any length."""
+        return cls(value)
+
+
+@_register
+@dataclass(frozen=True)
+class RequestedAddressFamily(Attribute):
+    """REQUESTED-ADDRESS-FAMILY (RFC 8656 §18.6): 0x01 IPv4 or 0x02 IPv6 for the relayed address."""
+
+    TYPE: ClassVar[int] = AttributeType.REQUESTED_ADDRESS_FAMILY
+    family: int
+
+    def encode_value(self, transaction_id: bytes) -> bytes:
+        """Family byte, three reserved bytes."""
+        return bytes((self.family, 0, 0, 0))
+
+    @classmethod
+    def decode_value(cls, value: bytes, transaction_id: bytes) -> Self:
+        """Any family byte: the server answers 440 to one it does not support."""
+        return cls(_fixed(value, 4, "REQUESTED-ADDRESS-FAMILY")[0])
+
+
+@_register
+@dataclass(frozen=True)
+class EvenPort(Attribute):
+    """EVEN-PORT (RFC 8656 §18.7): ask for an even relayed port, and maybe reserve the next one."""
+
+    TYPE: ClassVar[int] = AttributeType.EVEN_PORT
+    reserve: bool
+
+    def encode_value(self, transaction_id: bytes) -> bytes:
+        """The R bit, then seven reserved bits."""
+        return bytes((0x80 if self.reserve else 0,))
+
+    @classmethod
+    def decode_value(cls, value: bytes, transaction_id: bytes) -> Self:
+        """One byte."""
+        return cls(bool(_fixed(value, 1, "EVEN-PORT")[0] & 0x80))
+
+
+@_register
+@dataclass(frozen=True)
+class RequestedTransport(Attribute):
+    """REQUESTED-TRANSPORT (RFC 8656 §18.8): the relayed transport, an IP protocol number (17 = UDP)."""
+
+    TYPE: ClassVar[int] = AttributeType.REQUESTED_TRANSPORT
+    protocol: int
+
+    def encode_value(self, transaction_id: bytes) -> bytes:
+        """Protocol byte, three reserved bytes."""
+        return bytes((self.protocol, 0, 0, 0))
+
+    @classmethod
+    def decode_value(cls, value: bytes, transaction_id: bytes) -> Self:
+        """Any protocol: the server answers 442 to one it does not relay."""
+        return cls(_fixed(value, 4, "REQUESTED-TRANSPORT")[0])
+
+
+@_register
+@dataclass(frozen=True)
+class DontFragment(Attribute):
+    """DONT-FRAGMENT (RFC 8656 §18.9): set DF on the relayed packets. No value."""
+
+    TYPE: ClassVar[int] = AttributeType.DONT_FRAGMENT
+
+    def encode_value(self, transaction_id: bytes) -> bytes:
+        """Empty."""
+        return b""
+
+    @classmethod
+    def decode_value(cls, value: bytes, transaction_id: bytes) -> Self:
+        """Empty."""
+        _fixed(value, 0, "DONT-FRAGMENT")
+        return cls()
+
+
+@_register
+@dataclass(frozen=True)
+class ReservationToken(Attribute):
+    """RESERVATION-TOKEN (RFC 8656 §18.10): names a relayed port reserved by an earlier EVEN-PORT."""
+
+    TYPE: ClassVar[int] = AttributeType.RESERVATION_TOKEN
+    token: bytes
+
+    def encode_value(self, transaction_id: bytes) -> bytes:
+        """8 bytes."""
+        if len(self.token) != 8:
+            raise ValueError("RESERVATION-TOKEN is 8 bytes")
+        return self.token
+
+    @classmethod
+    def decode_value(cls, value: bytes, transaction_id: bytes) -> Self:
+        """8 bytes."""
+        return cls(_fixed(value, 8, "RESERVATION-TOKEN"))
+
+
+@_register
+@dataclass(frozen=True)
+class Priority(Attribute):
+    """PRIORITY (RFC 8445 §7.1.1): the peer-reflexive priority the checking agent would give this path."""
+
+    TYPE: ClassVar[int] = AttributeType.PRIORITY
+    priority: int
+
+    def encode_value(self, transaction_id: bytes) -> bytes:
+        """32 bits."""
+        return self.priority.to_bytes(4, "big")
+
+    @classmethod
+    def decode_value(cls, value: bytes, transaction_id: bytes) -> Self:
+        """Exactly 4 bytes."""
+        return cls(int.from_bytes(_fixed(value, 4, "PRIORITY"), "big"))
+
+
+@_register
+@dataclass(frozen=True)
+class UseCandidate(Attribute):
+    """USE-CANDIDATE (RFC 8445 §7.1.2): the controlling agent nominates this pair. No value."""
+
+    TYPE: ClassVar[int] = AttributeType.USE_CANDIDATE
+
+    def encode_value(self, transaction_id: bytes) -> bytes:
+        """Empty."""
+        return b""
+
+    @classmethod
+    def decode_value(cls, value: bytes, transaction_id: bytes) -> Self:
+        """Empty."""
+        _fixed(value, 0, "USE-CANDIDATE")
+        return cls()
+
+
+@_register
+@dataclass(frozen=True)
+class IceControlled(Attribute):
+    """ICE-CONTROLLED (RFC 8445 §7.1.3): the sender thinks it is controlled; its role-conflict tie-breaker."""
+
+    TYPE: ClassVar[int] = AttributeType.ICE_CONTROLLED
+    tie_breaker: int
+
+    def encode_value(self, transaction_id: bytes) -> bytes:
+        """64 bits."""
+        return self.tie_breaker.to_bytes(8, "big")
+
+    @classmethod
+    def decode_value(cls, value: bytes, transaction_id: bytes) -> Self:
+        """Exactly 8 bytes."""
+        return cls(int.from_bytes(_fixed(value, 8, "ICE-CONTROLLED"), "big"))
+
+
+@_register
+@dataclass(frozen=True)
+class IceControlling(Attribute):
+    """ICE-CONTROLLING (RFC 8445 §7.1.3): the sender thinks it is controlling; its tie-breaker."""
+
+    TYPE: ClassVar[int] = AttributeType.ICE_CONTROLLING
+    tie_breaker: int
+
+    def encode_value(self, transaction_id: bytes) -> bytes:
+        """64 bits."""
+        return self.tie_breaker.to_bytes(8, "big")
+
+    @classmethod
+    def decode_value(cls, value: bytes, transaction_id: bytes) -> Self:
+        """Exactly 8 bytes."""
+        return cls(int.from_bytes(_fixed(value, 8, "ICE-CONTROLLING"), "big"))
+
+
 @dataclass(frozen=True)
 class RawAttribute(Attribute):
     """An attribute this codec does not know, kept as (type, value) so it can be reported or forwarded."""
@@ -571,7 +907,7 @@ def decode(data: bytes) -> StunMessage:
         elif after_integrity and attr_type != AttributeType.MESSAGE_INTEGRITY_SHA256:
             pass  # RFC 8489 §14.5: attributes after MESSAGE-INTEGRITY are not authenticated: ignore them
         else:
-            attribute_class = _ATTRIBUTE_CLASSES.get(attr_type)
+            attribute_class = ATTRIBUTE_CLASSES.get(attr_type)
             if attribute_class is None:
                 attributes.append(RawAttribute(attr_type, value))
             else:
@@ -611,3 +947,13 @@ def short_term_key(password: str) -> bytes:
     """
     mapped = "".join(" " if unicodedata.category(c) == "Zs" else c for c in password)
     return unicodedata.normalize("NFC", mapped).encode("utf-8")
+
+
+def long_term_key(username: str, realm: str, password: str) -> bytes:
+    """The HMAC key for long-term credentials (RFC 8489 §9.2.2): MD5(username ":" realm ":" password).
+
+    TURN servers (RFC 8656 §9) use this; with the TURN REST API convention, ``password`` is itself
+    base64(HMAC-SHA1(shared secret, username)) (see ``rendezvous.wire.turn``).
+    """
+    text = f"{username}:{realm}:{short_term_key(password).decode('utf-8')}"
+    return hashlib.md5(text.encode("utf-8"), usedforsecurity=False).digest()
