@@ -13,11 +13,11 @@ from typing import Any, cast
 import pytest
 from aioice import stun as aioice_stun
 
-from app.stun_client import StunClientError, discover_public_address
+from app.stun_client import discover_public_address
 from rendezvous.stun_server import StunServer, start_stun_server
+from tests.coturn import run_coturn
 from tests.test_stun_server import open_udp_peer
 
-TURNSERVER = shutil.which("turnserver")
 STUNCLIENT = shutil.which("turnutils_stunclient")
 TIMEOUT = shutil.which("timeout")
 
@@ -126,79 +126,11 @@ async def test_coturn_stunclient_against_our_server(stun_server: StunServer) -> 
     assert stun_server.answered >= 1
 
 
-def free_udp_port() -> int:
-    """A UDP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
-
-
 @pytest.fixture
 async def coturn(tmp_path: Path) -> AsyncIterator[tuple[str, int]]:
     """A real coturn ``turnserver`` in STUN-only mode on 127.0.0.1, killed after the test."""
-    if TURNSERVER is None:
-        pytest.skip("coturn's turnserver (Debian: coturn) is not installed")
-    port = free_udp_port()
-    log_file = tmp_path / "turnserver.log"
-    process = await asyncio.create_subprocess_exec(
-        TURNSERVER,
-        "-n",  # no config file (/etc/turnserver.conf)
-        "--no-cli",
-        "--no-tls",
-        "--no-dtls",
-        "--no-tcp",
-        "--stun-only",
-        "--listening-ip",
-        "127.0.0.1",
-        "--listening-port",
-        str(port),
-        "--relay-ip",
-        "127.0.0.1",
-        "--min-port",
-        "49152",
-        "--max-port",
-        "65535",
-        "--pidfile",
-        str(tmp_path / "turnserver.pid"),
-        "--db",
-        str(tmp_path / "turndb"),
-        "--log-file",
-        str(log_file),
-        "--simple-log",
-        "--no-stdout-log",
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 10
-        while True:
-            if process.returncode is not None:
-                pytest.fail(f"turnserver exited with {process.returncode}: {_tail(log_file)}")
-            try:
-                await discover_public_address(("127.0.0.1", port), timeout=0.2)
-                break
-            except StunClientError:
-                if loop.time() > deadline:
-                    pytest.fail(f"turnserver did not answer on port {port} within 10 s: {_tail(log_file)}")
-        yield ("127.0.0.1", port)
-    finally:
-        if process.returncode is None:
-            process.terminate()
-            try:
-                async with asyncio.timeout(5):
-                    await process.wait()
-            except TimeoutError:
-                process.kill()
-                await process.wait()
-
-
-def _tail(path: Path) -> str:
-    try:
-        return path.read_text(errors="replace")[-2000:]
-    except OSError:
-        return "(no log)"
+    async with run_coturn(tmp_path, stun_only=True) as server:
+        yield server.address
 
 
 async def test_our_client_against_coturn(coturn: tuple[str, int]) -> None:

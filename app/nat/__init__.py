@@ -1,0 +1,1 @@
+"""Getting two peers a UDP path: candidates, TURN client, hole punching."""
