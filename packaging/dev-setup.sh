@@ -16,6 +16,11 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || apt_packages+=(python3-venv)
 if [ "$with_tests" -eq 1 ]; then
     # coturn: a third-party STUN/TURN server and client to test interoperability against.
     command -v turnutils_stunclient >/dev/null || apt_packages+=(coturn)
+    # The NAT lab (tests/natlab): namespaces, veths and tbf (iproute2), NAT rules (nftables), and
+    # conntrack to flush or inspect a router's mappings.
+    command -v ip >/dev/null || apt_packages+=(iproute2)
+    command -v nft >/dev/null || apt_packages+=(nftables)
+    command -v conntrack >/dev/null || apt_packages+=(conntrack)
 fi
 if [ "${#apt_packages[@]}" -gt 0 ]; then
     echo "dev-setup: installing system packages: ${apt_packages[*]}"

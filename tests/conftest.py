@@ -18,6 +18,9 @@ from rendezvous.config import Limits, ServerConfig
 from rendezvous.server import RendezvousServer
 from rendezvous.wire import signalling as sig
 
+# The NAT lab's fixtures (`nat_lab`): network namespaces with real Linux NAT routers, see tests/natlab.
+pytest_plugins = ["tests.natlab.fixtures"]
+
 PASSWORD = "correct horse battery"  # strong enough for the server's rules
 
 
