@@ -6,11 +6,13 @@ a `ServerConfig`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_PORT = 8765
 DEFAULT_STUN_PORT = 3478
+#: File in the data directory holding the TURN REST shared secret (created 0600 when missing).
+TURN_SECRET_FILE = "turn_secret"  # noqa: S105 - a file name, not a secret
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,58 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class TurnQuotas:
+    """Limits of the TURN relay (RFC 8656); the defaults suit a few hundred simultaneous relayed calls."""
+
+    #: Allocation lifetime when the client asks for none or less (RFC 8656 §7.2: 600 s), and the most granted.
+    default_lifetime: int = 600
+    max_lifetime: int = 3600
+    #: Allocations one user (the part after ':' in a REST username) may hold at once (more: 486).
+    max_allocations_per_user: int = 10
+    #: Allocations the whole server holds at once (more: 508 Insufficient Capacity).
+    max_allocations: int = 1000
+    #: Peer permissions one allocation may hold (more: 508).
+    max_permissions_per_allocation: int = 64
+    #: Relayed bytes per second per allocation (both directions together), and the burst above that;
+    #: excess datagrams are dropped (a token bucket). 2 MB/s is a fast file transfer, far above a call.
+    bytes_per_second: int = 2_000_000
+    burst_bytes: int = 512 * 1024
+
+
+@dataclass(frozen=True)
+class TurnConfig:
+    """The TURN relay on the STUN port (RFC 8656 over UDP) and the credentials handed to signed-in users."""
+
+    enabled: bool = True
+    #: TURN REST shared secret (coturn's ``static-auth-secret``). None: read or create ``turn_secret`` in the
+    #: data directory (0600), or a random one per run without a data directory.
+    secret: str | None = field(default=None, repr=False)
+    #: File to read the secret from (created 0600 when missing); overrides the data-directory default.
+    secret_file: Path | None = None
+    #: REALM of the long-term credential mechanism (RFC 8489 §9.2); part of the key, at most 32 bytes.
+    realm: str = "punchline"
+    #: Address the relay sockets bind to; None: the server's ``host``.
+    relay_ip: str | None = None
+    #: Address written in XOR-RELAYED-ADDRESS (the relay's public IP behind a NAT, or when ``relay_ip`` is
+    #: 0.0.0.0); None: ``relay_ip``.
+    external_ip: str | None = None
+    #: Host name or IP put in the stun:/turn: URLs of ``get_ice_servers``; None: the host the client used.
+    public_host: str | None = None
+    #: Relay ports, inclusive (RFC 8656 §7.2 suggests 49152-65535).
+    min_port: int = 49152
+    max_port: int = 65535
+    #: Lifetime of the credentials ``get_ice_servers`` mints, in seconds.
+    credential_ttl: int = 3600
+    #: How long a NONCE stays valid before 438 Stale Nonce (RFC 8489 §9.2.4).
+    nonce_lifetime: int = 600
+    #: Relay to peers on loopback addresses (tests only, like coturn's --allow-loopback-peers).
+    allow_loopback_peers: bool = False
+    #: Other TURN/STUN servers to advertise, e.g. "turn:turn.example.org:3478": a coturn sharing the secret.
+    external_servers: tuple[str, ...] = ()
+    quotas: TurnQuotas = TurnQuotas()
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     """Where the server listens and keeps its data."""
 
@@ -57,3 +111,5 @@ class ServerConfig:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     limits: Limits = Limits()
+    #: The TURN relay replaces the plain STUN service on ``stun_port`` when enabled.
+    turn: TurnConfig = TurnConfig()

@@ -1,4 +1,7 @@
-"""The composition root: builds the store, the signalling service, the WebSocket and STUN listeners.
+"""The composition root: builds the store, the signalling service, the WebSocket and STUN/TURN listeners.
+
+With TURN enabled (the default) the TURN relay takes the STUN port and answers Binding there too, as coturn
+does; with ``--no-turn`` the plain STUN server does.
 
 `RendezvousServer.start` is what tests and the desktop app's embedded server call; `run` adds signal
 handling for the ``punchline-rendezvous`` command.
@@ -8,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import secrets
 import signal
 import ssl
 from pathlib import Path
@@ -15,11 +20,12 @@ from types import TracebackType
 
 from websockets.asyncio.server import Server, serve
 
-from rendezvous.config import ServerConfig
+from rendezvous.config import TURN_SECRET_FILE, ServerConfig, TurnConfig
 from rendezvous.log import log_event, monotonic
 from rendezvous.service import SignallingService
 from rendezvous.store import DATABASE_NAME, Store
 from rendezvous.stun_server import StunServer, start_stun_server
+from rendezvous.turn_relay import TurnRelay, start_turn_relay
 from rendezvous.websocket import ConnectionHandler
 
 log = logging.getLogger("punchline.rendezvous")
@@ -30,15 +36,23 @@ class StartupError(Exception):
 
 
 class RendezvousServer:
-    """A running rendezvous server: signalling on WebSocket and STUN on UDP, sharing one store."""
+    """A running rendezvous server: signalling on WebSocket, STUN or TURN on UDP, sharing one store."""
 
     def __init__(
-        self, config: ServerConfig, store: Store, websocket: Server, stun: StunServer | None, tls: bool
+        self,
+        config: ServerConfig,
+        store: Store,
+        websocket: Server,
+        stun: StunServer | None,
+        tls: bool,
+        *,
+        turn: TurnRelay | None = None,
     ) -> None:
         self.config = config
         self._store = store
         self._websocket = websocket
         self.stun = stun
+        self.turn = turn
         self._tls = tls
         sockets = list(websocket.sockets)
         self.port: int = sockets[0].getsockname()[1]
@@ -53,7 +67,9 @@ class RendezvousServer:
 
     @property
     def stun_port(self) -> int | None:
-        """The UDP port STUN answers on, or None without a STUN service."""
+        """The UDP port STUN (and TURN, when enabled) answers on, or None without either."""
+        if self.turn:
+            return self.turn.address[1]
         return self.stun.address[1] if self.stun else None
 
     @classmethod
@@ -62,8 +78,25 @@ class RendezvousServer:
         tls = _tls_context(config.tls_cert, config.tls_key)
         store = Store(config.data_dir / DATABASE_NAME if config.data_dir else None)
         stun: StunServer | None = None
+        turn: TurnRelay | None = None
+        run_turn = config.stun_port is not None and config.turn.enabled
+        # External TURN servers (a coturn with --static-auth-secret) need the secret even without our relay.
+        needs_secret = run_turn or bool(config.turn.external_servers)
         try:
-            if config.stun_port is not None:
+            turn_secret = load_turn_secret(config.turn, config.data_dir) if needs_secret else None
+            if run_turn and config.stun_port is not None and turn_secret is not None:
+                try:
+                    turn = await start_turn_relay(
+                        config.turn, host=config.host, port=config.stun_port, secret=turn_secret
+                    )
+                except OSError as exc:
+                    raise StartupError(
+                        f"Cannot open the STUN/TURN port {config.host}:{config.stun_port} ({exc.strerror}). "
+                        "Choose another with --stun-port, or --stun-port off."
+                    ) from exc
+                except ValueError as exc:
+                    raise StartupError(f"Cannot start the TURN relay: {exc}. See --relay-ip.") from exc
+            elif config.stun_port is not None:
                 try:
                     stun = await start_stun_server(config.host, config.stun_port)
                 except OSError as exc:
@@ -71,8 +104,15 @@ class RendezvousServer:
                         f"Cannot open the STUN port {config.host}:{config.stun_port} ({exc.strerror}). "
                         "Choose another with --stun-port, or --stun-port off."
                     ) from exc
-            stun_port = stun.address[1] if stun else None
-            service = SignallingService(store, config.limits, stun_port=stun_port)
+            stun_port = turn.address[1] if turn else stun.address[1] if stun else None
+            service = SignallingService(
+                store,
+                config.limits,
+                stun_port=stun_port,
+                turn=config.turn,
+                turn_secret=turn_secret,
+                turn_port=turn.address[1] if turn else None,
+            )
             handler = ConnectionHandler(service, config.limits, monotonic)
             try:
                 websocket = await serve(
@@ -95,14 +135,17 @@ class RendezvousServer:
         except BaseException:
             if stun:
                 stun.close()
+            if turn:
+                turn.close()
             store.close()
             raise
-        server = cls(config, store, websocket, stun, tls is not None)
+        server = cls(config, store, websocket, stun, tls is not None, turn=turn)
         log_event(
             log,
             "listening",
             url=server.url,
             stun_port=server.stun_port,
+            turn=server.turn is not None,
             data=str(config.data_dir) if config.data_dir else "memory",
         )
         return server
@@ -113,6 +156,9 @@ class RendezvousServer:
         await self._websocket.wait_closed()
         if self.stun:
             self.stun.close()
+        if self.turn:
+            self.turn.close()
+        if self.stun or self.turn:
             await asyncio.sleep(0)  # a datagram transport releases its socket on the next loop iteration
         self._store.close()
         log_event(log, "stopped")
@@ -152,3 +198,33 @@ def _tls_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
     except (OSError, ssl.SSLError) as exc:
         raise StartupError(f"Cannot load the TLS certificate {cert} and key {key}: {exc}") from exc
     return context
+
+
+def load_turn_secret(config: TurnConfig, data_dir: Path | None) -> str:
+    """The TURN REST shared secret: from the config, else from its file (created 0600 when missing).
+
+    Kept on disk so a restart leaves the credentials already handed out valid. Without a data directory
+    (tests) a fresh random secret serves this run only.
+    """
+    if config.secret:
+        return config.secret
+    path = config.secret_file or (data_dir / TURN_SECRET_FILE if data_dir else None)
+    if path is None:
+        return secrets.token_urlsafe(32)
+    try:
+        existing = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        existing = ""
+    except OSError as exc:
+        raise StartupError(f"Cannot read the TURN secret file {path} ({exc.strerror}).") from exc
+    if existing:
+        return existing
+    secret = secrets.token_urlsafe(32)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+            file.write(secret + "\n")
+    except OSError as exc:
+        raise StartupError(f"Cannot write the TURN secret file {path} ({exc.strerror}).") from exc
+    return secret

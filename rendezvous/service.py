@@ -19,17 +19,19 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from rendezvous import accounts
-from rendezvous.config import Limits
+from rendezvous.config import Limits, TurnConfig
 from rendezvous.log import log_event, monotonic
 from rendezvous.store import Store, UsernameTaken
 from rendezvous.throttle import FailureThrottle, WindowCounter
 from rendezvous.wire import signalling as sig
-from rendezvous.wire.signalling import Contact, Device, ErrorCode, ServerMessage
+from rendezvous.wire.signalling import Contact, Device, ErrorCode, IceServer, ServerMessage
+from rendezvous.wire.turn import make_rest_credentials
 
 log = logging.getLogger("punchline.rendezvous")
 
@@ -54,6 +56,10 @@ class Connection(Protocol):
     @property
     def remote(self) -> str:
         """The client's IP address (for throttling and logs)."""
+
+    @property
+    def host(self) -> str:
+        """The host name or IP the client connected to (what it can reach us by)."""
 
     def send(self, message: ServerMessage) -> None:
         """Queue a message to the client; never blocks."""
@@ -91,12 +97,22 @@ class SignallingService:
         limits: Limits,
         *,
         stun_port: int | None,
+        turn: TurnConfig | None = None,
+        turn_secret: str | None = None,
+        turn_port: int | None = None,
         clock: Callable[[], float] = monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
+        """``turn_port`` is our relay's port when it runs; ``turn_secret`` signs credentials for it and for
+        ``turn.external_servers``."""
         self._store = store
         self._limits = limits
         self._stun_port = stun_port
+        self._turn = turn or TurnConfig(enabled=False)
+        self._turn_secret = turn_secret
+        self._turn_port = turn_port
         self._clock = clock
+        self._wall_clock = wall_clock
         self._sessions: dict[Connection, Session] = {}
         self._by_user: dict[str, dict[str, Session]] = {}  # username → device_id → session
         self._sign_in_failures = FailureThrottle(limits.failures_before_throttle, limits.max_lockout_seconds)
@@ -116,6 +132,7 @@ class SignallingService:
             sig.ContactBlock: self._contact_block,
             sig.ContactUnblock: self._contact_unblock,
             sig.SendSignal: self._send_signal,
+            sig.GetIceServers: self._get_ice_servers,
         }
 
     # ------------------------------------------------------------------------------------------ entry points
@@ -401,6 +418,40 @@ class SignallingService:
             target.connection.send(forward)
         log_event(log, "signal_forwarded", level=logging.DEBUG, user=me, other=other, devices=len(targets))
         return sig.Ok(re=msg.id)
+
+    # ------------------------------------------------------------------------------------------ ICE servers
+
+    async def _get_ice_servers(self, connection: Connection, msg: sig.GetIceServers) -> ServerMessage:
+        """Our STUN/TURN URLs with fresh REST credentials (signed-in users only), plus external servers."""
+        session = self._sessions[connection]
+        host = self._turn.public_host or connection.host
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"  # an IPv6 literal in a URI (RFC 7064 §3.1)
+        credentials = None
+        if self._turn_secret is not None:
+            credentials = make_rest_credentials(
+                self._turn_secret, session.username, now=self._wall_clock(), ttl=self._turn.credential_ttl
+            )
+        servers: list[IceServer] = []
+        urls: list[str] = []
+        if self._stun_port is not None:
+            urls.append(f"stun:{host}:{self._stun_port}")
+        if self._turn_port is not None and credentials is not None:
+            urls.append(f"turn:{host}:{self._turn_port}?transport=udp")
+            servers.append(
+                IceServer(tuple(urls), credentials.username, credentials.password, credentials.expires)
+            )
+        elif urls:
+            servers.append(IceServer(tuple(urls)))
+        for url in self._turn.external_servers:
+            if url.startswith("turn") and credentials is not None:
+                servers.append(
+                    IceServer((url,), credentials.username, credentials.password, credentials.expires)
+                )
+            else:
+                servers.append(IceServer((url,)))
+        log_event(log, "ice_servers_issued", level=logging.DEBUG, user=session.username, servers=len(servers))
+        return sig.IceServers(re=msg.id, servers=tuple(servers))
 
     # ------------------------------------------------------------------------------------------ helpers
 

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
@@ -37,6 +38,7 @@ class WebSocketClient:
         self._websocket = websocket
         address = websocket.remote_address
         self._remote = str(address[0]) if address else "unknown"
+        self._host = _connected_host(websocket)
         self._outbox: asyncio.Queue[str | tuple[int, str]] = asyncio.Queue()
         self.closing = False
 
@@ -44,6 +46,11 @@ class WebSocketClient:
     def remote(self) -> str:
         """The client's IP address."""
         return self._remote
+
+    @property
+    def host(self) -> str:
+        """The host the client connected to: the Host header's name, else our socket's address."""
+        return self._host
 
     def send(self, message: sig.ServerMessage) -> None:
         """Queue ``message``; a client whose queue overflows is disconnected."""
@@ -130,3 +137,14 @@ class ConnectionHandler:
     def _deadline(self, client: WebSocketClient) -> None:
         if not self._service.is_signed_in(client):
             client.close(CLOSE_SIGN_IN_DEADLINE, "Sign in within the time allowed.")
+
+
+def _connected_host(websocket: ServerConnection) -> str:
+    """The host part of the request's Host header (RFC 9110 §7.2), or the local socket address."""
+    request = websocket.request
+    header = request.headers.get("Host", "") if request is not None else ""
+    host = urlsplit(f"//{header}").hostname if header else None
+    if host:
+        return host
+    local = websocket.local_address
+    return str(local[0]) if local else "localhost"

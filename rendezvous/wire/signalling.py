@@ -4,8 +4,8 @@ Both the server and the client import this module, so the schema lives in exactl
 
 Every message is a JSON object ``{"v": 1, "type": "<name>", ...fields}``. Requests from the client carry an
 ``id`` (an integer the client chooses); the server answers each request with exactly one reply whose ``re``
-is that id: ``ok``, ``error``, or a typed reply (``welcome``, ``contact_list``). The server also pushes
-messages on its own (``contact_update``, ``presence``, ``signal``); pushes have no ``re``.
+is that id: ``ok``, ``error``, or a typed reply (``welcome``, ``contact_list``, ``ice_servers``). The server
+also pushes messages on its own (``contact_update``, ``presence``, ``signal``); pushes have no ``re``.
 
 Client → server (requests; all but ``register`` and ``sign_in`` need a signed-in connection)
 
@@ -26,7 +26,15 @@ contact_block       username  (the blocked user sees a removal, nothing more)   
 contact_unblock     username                                                     ok
 send_signal         to, payload (JSON object), device_id (optional)              ok, or error
                     — forwarded to the contact's signed-in devices                 offline / not_contact
+get_ice_servers     —  (STUN/TURN servers and fresh TURN credentials)            ice_servers
 ==================  ===========================================================  ==================
+
+``ice_servers`` carries ``servers``: a list of ``{urls, username, credential, expires}`` shaped like
+WebRTC's RTCIceServer. ``urls`` are ``stun:host:port`` and ``turn:host:port?transport=udp`` (RFC 7064,
+RFC 7065) with a host the client can reach (the server's public name, or the host the client connected to);
+``username``/``credential`` are TURN REST credentials (``"<unix expiry>:<user>"`` and
+base64(HMAC-SHA1(shared secret, username)), as coturn's ``use-auth-secret`` checks them), valid until
+``expires`` (unix seconds); they are null for a STUN-only entry. Ask again before they expire.
 
 Server → client pushes
 
@@ -104,6 +112,16 @@ class MessageError(Exception):
 
 
 # ---------------------------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True)
+class IceServer:
+    """STUN/TURN server URLs and the TURN credentials for them (null for STUN only), as in RTCIceServer."""
+
+    urls: tuple[str, ...]
+    username: str | None = None
+    credential: str | None = field(default=None, repr=False)
+    expires: int | None = None  # unix seconds after which the credentials are refused
 
 
 @dataclass(frozen=True)
@@ -251,6 +269,14 @@ class SendSignal:
     device_id: str | None = None
 
 
+@dataclass(frozen=True)
+class GetIceServers:
+    """Ask for the STUN/TURN servers to use and fresh TURN credentials. Reply: ``ice_servers``."""
+
+    TYPE: ClassVar[str] = "get_ice_servers"
+    id: int
+
+
 # ------------------------------------------------------------------------------ server → client
 
 
@@ -296,6 +322,15 @@ class ContactList:
 
 
 @dataclass(frozen=True)
+class IceServers:
+    """Reply to ``get_ice_servers``: the servers, each with its URLs and credentials."""
+
+    TYPE: ClassVar[str] = "ice_servers"
+    re: int
+    servers: tuple[IceServer, ...]
+
+
+@dataclass(frozen=True)
 class ContactUpdate:
     """Push: one contact record changed (a request arrived, was accepted, a contact was removed...)."""
 
@@ -337,8 +372,11 @@ ClientMessage: TypeAlias = Union[  # noqa: UP007 - a runtime value, iterated bel
     ContactBlock,
     ContactUnblock,
     SendSignal,
+    GetIceServers,
 ]
-ServerMessage: TypeAlias = Union[Ok, Error, Welcome, ContactList, ContactUpdate, Presence, Signal]  # noqa: UP007
+ServerMessage: TypeAlias = Union[  # noqa: UP007
+    Ok, Error, Welcome, ContactList, IceServers, ContactUpdate, Presence, Signal
+]
 ClientRequest: TypeAlias = ClientMessage  # every client message is a request with an ``id``
 
 CLIENT_TYPES: dict[str, type[Any]] = {cls.TYPE: cls for cls in get_args(ClientMessage)}
