@@ -260,7 +260,7 @@ async def test_teardown_leaves_no_namespaces_processes_or_links(nat_lab: LabFact
     lab = nat_lab("cone", "symmetric", delay_ms=1, public_hosts=1)
     echo = await lab.spawn_agent("server", "udp_echo", host="0.0.0.0", port=ECHO_PORT)
     await echo.read_json()
-    forwarders = [u.forwarder.pid for u in lab._uplinks.values() if u.forwarder is not None]
+    forwarders = lab.forwarder_pids
     assert len(forwarders) == 3  # pub1 and both routers (the server's link is not impaired)
     assert any(ns.startswith(lab.prefix) for ns in list_namespaces())
     await lab.aclose()

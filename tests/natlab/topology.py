@@ -251,11 +251,15 @@ def router_ruleset(nat: NatType) -> str:
 
 
 def _loss_ruleset(table: str, device: str, loss_percent: float) -> str:
-    """Random loss on ingress of ``device``: a netdev chain dropping when `numgen random mod 10000 < N`."""
+    """Random loss on ingress of ``device``: a netdev chain dropping when `numgen random mod 10000 < N`.
+
+    Only IPv4 is dropped, never ARP: a lost ARP exchange stalls a whole link for a second (the neighbour
+    retry time), which is not the independent packet loss asked for (and real WAN links have no ARP).
+    """
     return f"""table netdev {table} {{
     chain ingress {{
         type filter hook ingress device "{device}" priority 0; policy accept;
-        numgen random mod 10000 < {round(loss_percent * 100)} drop
+        meta protocol ip numgen random mod 10000 < {round(loss_percent * 100)} drop
     }}
 }}
 """
@@ -299,6 +303,11 @@ class Lab:
     def right(self) -> Host:
         """The host named "right"."""
         return self.hosts["right"]
+
+    @property
+    def forwarder_pids(self) -> list[int]:
+        """Process ids of the TAP forwarders carrying delayed links (for leak checks)."""
+        return [u.forwarder.pid for u in self._uplinks.values() if u.forwarder is not None]
 
     def router_of(self, host: str | Host) -> Router:
         """The router a host sits behind."""
