@@ -1,10 +1,12 @@
-"""The TURN client on real UDP sockets against a real coturn on 127.0.0.1, with plain UDP peers."""
+"""The TURN client on real UDP sockets against real relays on 127.0.0.1 (coturn, our own), plain UDP peers."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -22,8 +24,11 @@ from app.nat.turn_client import (
     TurnEvent,
 )
 from app.nat.turn_socket import TurnDriver, open_turn_socket
+from rendezvous.config import TurnConfig, TurnQuotas
+from rendezvous.turn_relay import start_turn_relay
+from rendezvous.wire.stun import Address
 from rendezvous.wire.turn import make_rest_credentials
-from tests.coturn import Coturn, run_coturn
+from tests.coturn import run_coturn
 from tests.test_stun_server import UdpPeer, open_udp_peer
 
 SECRET = "coturn test secret"
@@ -31,11 +36,49 @@ LOCAL = ("127.0.0.1", 0)
 _E = TypeVar("_E", bound=TurnEvent)
 
 
-@pytest.fixture
-async def coturn(tmp_path: Path) -> AsyncIterator[Coturn]:
-    """coturn checking TURN REST credentials made with `SECRET`."""
-    async with run_coturn(tmp_path, secret=SECRET) as server:
-        yield server
+@dataclass(frozen=True)
+class Relay:
+    """A running TURN server that checks REST credentials made with `SECRET`."""
+
+    name: str
+    address: Address
+
+
+@contextlib.asynccontextmanager
+async def run_relay(name: str, directory: Path, *, lifetime: int | None = None) -> AsyncIterator[Relay]:
+    """coturn, or our ``rendezvous.turn_relay``, on 127.0.0.1; ``lifetime`` caps allocations (and nonces
+    then go stale every 2 s, so refreshes meet 438)."""
+    if name == "coturn":
+        extra = []
+        if lifetime is not None:  # and permissions and channels that lapse within seconds too
+            extra = [f"--max-allocate-lifetime={lifetime}", "--permission-lifetime=4", "--channel-lifetime=5"]
+            extra.append("--stale-nonce=2")
+        async with run_coturn(directory, secret=SECRET, extra_args=extra) as coturn:
+            yield Relay(name, coturn.address)
+        return
+    quotas = (
+        TurnQuotas() if lifetime is None else TurnQuotas(default_lifetime=lifetime, max_lifetime=lifetime)
+    )
+    config = TurnConfig(
+        secret=SECRET,
+        realm="punchline.test",
+        relay_ip="127.0.0.1",
+        allow_loopback_peers=True,
+        nonce_lifetime=600 if lifetime is None else 2,
+        quotas=quotas,
+    )
+    ours = await start_turn_relay(config, host="127.0.0.1", port=0, secret=SECRET)
+    try:
+        yield Relay(name, ours.address)
+    finally:
+        ours.close()
+
+
+@pytest.fixture(params=["coturn", "punchline"])
+async def relay(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Relay]:
+    """Each test runs against coturn and against our own relay."""
+    async with run_relay(request.param, tmp_path) as running:
+        yield running
 
 
 @pytest.fixture
@@ -54,7 +97,7 @@ async def expect(driver: TurnDriver, kind: type[_E], timeout: float = 5.0) -> _E
 
 
 async def allocate(
-    server: Coturn, *, secret: str = SECRET, ttl: int = 600, config: TurnClientConfig | None = None
+    server: Relay, *, secret: str = SECRET, ttl: int = 600, config: TurnClientConfig | None = None
 ) -> tuple[TurnDriver, asyncio.DatagramTransport]:
     """Open a socket and start an allocation with fresh REST credentials."""
     credentials = make_rest_credentials(secret, "alice", now=time.time(), ttl=ttl)
@@ -63,14 +106,14 @@ async def allocate(
     )
 
 
-async def test_allocate_relay_both_ways_and_deallocate(coturn: Coturn, peer: UdpPeer) -> None:
-    driver, transport = await allocate(coturn)
+async def test_allocate_relay_both_ways_and_deallocate(relay: Relay, peer: UdpPeer) -> None:
+    driver, transport = await allocate(relay)
     try:
         ready = await expect(driver, AllocationReady)
         local = transport.get_extra_info("sockname")
         assert ready.mapped_address == (local[0], local[1])  # no NAT on loopback
         assert ready.relayed_address[0] == "127.0.0.1"
-        assert ready.relayed_address[1] != coturn.address[1]
+        assert ready.relayed_address[1] != relay.address[1]
         assert ready.lifetime == 600
 
         driver.add_peer(peer.address)
@@ -85,7 +128,7 @@ async def test_allocate_relay_both_ways_and_deallocate(coturn: Coturn, peer: Udp
         peer.send(b"reply on the channel", ready.relayed_address)
         assert await expect(driver, DataReceived) == DataReceived(peer.address, b"reply on the channel")
 
-        # Another port on the permitted IP, without a channel: coturn uses a Data indication.
+        # Another port on the permitted IP, without a channel: the relay uses a Data indication.
         other = await open_udp_peer()
         try:
             other.send(b"reply by Data indication", ready.relayed_address)
@@ -109,18 +152,13 @@ async def test_allocate_relay_both_ways_and_deallocate(coturn: Coturn, peer: Udp
         transport.close()
 
 
-async def test_short_lifetimes_are_refreshed(tmp_path: Path, peer: UdpPeer) -> None:
-    """coturn grants 3 s allocations, 4 s permissions, 5 s channels, 2 s nonces; the client keeps up.
+@pytest.mark.parametrize("name", ["coturn", "punchline"])
+async def test_short_lifetimes_are_refreshed(name: str, tmp_path: Path, peer: UdpPeer) -> None:
+    """3 s allocations and 2 s nonces (coturn: also 4 s permissions, 5 s channels); the client keeps up.
 
-    With nonces going stale every 2 s, refreshes meet 438 Stale Nonce (coturn's verbose log shows it) and are
-    retried with the new nonce (RFC 8489 §9.2.5).
+    With nonces going stale every 2 s, refreshes meet 438 Stale Nonce and are retried with the new nonce
+    (RFC 8489 §9.2.5); coturn's verbose log shows them.
     """
-    extra = [
-        "--max-allocate-lifetime=3",
-        "--permission-lifetime=4",
-        "--channel-lifetime=5",
-        "--stale-nonce=2",
-    ]
     config = TurnClientConfig(
         lifetime=700,  # coturn raises anything below 600 to 600, then caps at its maximum
         permission_refresh=2.0,
@@ -128,7 +166,7 @@ async def test_short_lifetimes_are_refreshed(tmp_path: Path, peer: UdpPeer) -> N
         channel_refresh=2.5,
         channel_lifetime=5.0,
     )
-    async with run_coturn(tmp_path, secret=SECRET, extra_args=extra) as server:
+    async with run_relay(name, tmp_path, lifetime=3) as server:
         driver, transport = await allocate(server, config=config)
         try:
             ready = await expect(driver, AllocationReady)
@@ -163,8 +201,8 @@ async def test_short_lifetimes_are_refreshed(tmp_path: Path, peer: UdpPeer) -> N
 @pytest.mark.parametrize(
     ("secret", "ttl"), [("not the secret", 600), (SECRET, -60)], ids=["wrong-secret", "expired-username"]
 )
-async def test_refused_credentials_fail_readably(coturn: Coturn, secret: str, ttl: int) -> None:
-    driver, transport = await allocate(coturn, secret=secret, ttl=ttl)
+async def test_refused_credentials_fail_readably(relay: Relay, secret: str, ttl: int) -> None:
+    driver, transport = await allocate(relay, secret=secret, ttl=ttl)
     try:
         failed = await expect(driver, AllocationFailed)
         assert failed == AllocationFailed("the relay refused the credentials (401)", 401)

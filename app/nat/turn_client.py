@@ -331,6 +331,8 @@ class _Request:
 
 @dataclass
 class _Permission:
+    #: The peer that asked for it: only its IP counts, but some servers refuse port 0 in XOR-PEER-ADDRESS.
+    peer: Address
     installed: bool = False
     refresh_at: float | None = None
     expires_at: float | None = None
@@ -523,7 +525,8 @@ class TurnAllocation:
                 permission.expires_at = None
             if permission.refresh_at is not None and now >= permission.refresh_at:
                 permission.refresh_at = None
-                permission.request = self._start(_Kind.PERMISSION, (XorPeerAddress((ip, 0)),), ip, now)
+                attributes = (XorPeerAddress(permission.peer),)
+                permission.request = self._start(_Kind.PERMISSION, attributes, ip, now)
         for peer, channel in self._channels.items():
             if channel.expires_at is not None and now >= channel.expires_at:
                 channel.bound = False  # RFC 8656 §12: back to Send indications until it is bound again
@@ -757,10 +760,10 @@ class TurnAllocation:
     def _install_peer(self, peer: Address, now: float) -> None:
         ip = peer[0]
         if ip not in self._permissions:
-            permission = _Permission()
+            permission = _Permission(peer)
             self._permissions[ip] = permission
             # RFC 8656 §9.1: only the IP counts; the port in XOR-PEER-ADDRESS is ignored.
-            permission.request = self._start(_Kind.PERMISSION, (XorPeerAddress((ip, 0)),), ip, now)
+            permission.request = self._start(_Kind.PERMISSION, (XorPeerAddress(peer),), ip, now)
         channel = self._channels.get(peer)
         if channel is None and self._next_channel <= CHANNEL_MAX:
             channel = _Channel(self._next_channel)
