@@ -1,4 +1,4 @@
-"""``punchline-rendezvous``: run the rendezvous server (signalling, presence, STUN).
+"""``punchline-rendezvous``: run the rendezvous server (signalling, presence, STUN and TURN).
 
 The command line is read here and nowhere else; everything below takes a `ServerConfig`.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 import platformdirs
 
 from rendezvous import log as server_log
-from rendezvous.config import DEFAULT_PORT, DEFAULT_STUN_PORT, ServerConfig
+from rendezvous.config import DEFAULT_PORT, DEFAULT_STUN_PORT, ServerConfig, TurnConfig
 from rendezvous.server import StartupError, run
 
 
@@ -34,6 +34,23 @@ def _stun_port(text: str) -> int | None:
     return None if text.lower() in ("off", "none") else _port(text)
 
 
+def _port_range(text: str) -> tuple[int, int]:
+    low, dash, high = text.partition("-")
+    try:
+        ports = (int(low), int(high))
+    except ValueError:
+        ports = (0, 0)
+    if not dash or not 1 <= ports[0] <= ports[1] <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port range such as 49152-65535")
+    return ports
+
+
+def _turn_url(text: str) -> str:
+    if not text.startswith(("turn:", "turns:", "stun:")):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a turn:, turns: or stun: URL (RFC 7064/7065)")
+    return text
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line, with every default spelled out in --help."""
     parser = argparse.ArgumentParser(
@@ -50,6 +67,40 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tls-cert", type=Path, help="PEM certificate chain; enables wss://")
     parser.add_argument("--tls-key", type=Path, help="PEM private key for --tls-cert")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    turn = parser.add_argument_group("TURN relay (RFC 8656, UDP, on the STUN port)")
+    turn.add_argument("--no-turn", action="store_true", help="answer STUN only; relay nothing")
+    turn.add_argument(
+        "--turn-secret-file",
+        type=Path,
+        help="file with the TURN REST shared secret (coturn's static-auth-secret); created 0600 if missing; "
+        "none means turn_secret in the data directory",
+    )
+    turn.add_argument("--turn-realm", default=TurnConfig.realm, help="realm of the TURN credentials")
+    turn.add_argument("--relay-ip", help="address relay sockets bind to; none means --host")
+    turn.add_argument(
+        "--external-ip", help="relay address to advertise, when --relay-ip is 0.0.0.0 or behind a NAT"
+    )
+    turn.add_argument(
+        "--public-host", help="host name clients reach STUN/TURN by; none means the one they used"
+    )
+    turn.add_argument(
+        "--relay-ports",
+        type=_port_range,
+        default=f"{TurnConfig.min_port}-{TurnConfig.max_port}",
+        metavar="MIN-MAX",
+        help="relay port range",
+    )
+    turn.add_argument(
+        "--turn-server",
+        type=_turn_url,
+        action="append",
+        default=[],
+        metavar="URL",
+        help="also advertise this TURN server (e.g. turn:host:3478, a coturn sharing the secret); repeatable",
+    )
+    turn.add_argument(
+        "--allow-loopback-peers", action="store_true", help="relay to 127.x peers (testing only)"
+    )
     return parser.parse_args(argv)
 
 
@@ -64,6 +115,18 @@ def main(argv: list[str] | None = None) -> int:
         data_dir=args.data,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
+        turn=TurnConfig(
+            enabled=not args.no_turn,
+            secret_file=args.turn_secret_file,
+            realm=args.turn_realm,
+            relay_ip=args.relay_ip,
+            external_ip=args.external_ip,
+            public_host=args.public_host,
+            min_port=args.relay_ports[0],
+            max_port=args.relay_ports[1],
+            allow_loopback_peers=args.allow_loopback_peers,
+            external_servers=tuple(args.turn_server),
+        ),
     )
     try:
         asyncio.run(run(config))

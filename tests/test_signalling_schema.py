@@ -28,6 +28,7 @@ EXAMPLES: list[Any] = [
     sig.ContactUnblock(id=13, username="bob"),
     sig.SendSignal(id=14, to="bob", payload={"a": [1, 2, {"b": None}]}),
     sig.SendSignal(id=15, to="bob", payload={}, device_id="phone"),
+    sig.GetIceServers(id=16),
 ]
 SERVER_EXAMPLES: list[Any] = [
     sig.Ok(re=1),
@@ -42,6 +43,18 @@ SERVER_EXAMPLES: list[Any] = [
         server_version="x",
     ),
     sig.ContactList(re=3, contacts=()),
+    sig.IceServers(
+        re=4,
+        servers=(
+            sig.IceServer(
+                ("stun:example.org:3478", "turn:example.org:3478?transport=udp"),
+                "1800000000:alice",
+                "c2VjcmV0",
+                1800000000,
+            ),
+            sig.IceServer(("stun:[2001:db8::1]:3478",)),
+        ),
+    ),
     sig.ContactUpdate(contact=sig.Contact("bob", "none")),
     sig.Presence(username="bob", status="away", devices=(DEVICE,)),
     sig.Signal(sender="bob", sender_device="d", payload={"x": 1}),
@@ -78,6 +91,7 @@ def test_secrets_stay_out_of_reprs() -> None:
     )
     assert "hunter22" not in shown
     assert "tk" not in shown.replace("identity_key", "")
+    assert "hunter22" not in repr(sig.IceServer(("turn:h:1",), "1:a", "hunter22", 1))
 
 
 json_values = st.recursive(
@@ -106,6 +120,10 @@ field_names = st.sampled_from(
         "message",
         "sender",
         "sender_device",
+        "servers",
+        "urls",
+        "credential",
+        "expires",
     ]
 )
 type_names = st.sampled_from(sorted(sig.CLIENT_TYPES) + sorted(sig.SERVER_TYPES) + ["nope", ""])

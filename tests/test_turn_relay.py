@@ -218,3 +218,25 @@ async def test_no_turn_runs_the_plain_stun_server(tmp_path: Path) -> None:
         assert server.turn is None
         assert server.stun is not None
     assert not (tmp_path / "server" / "turn_secret").exists()
+
+
+def test_command_line_turn_options() -> None:
+    from rendezvous.__main__ import parse_args
+
+    args = parse_args(
+        [
+            "--relay-ports",
+            "40000-40010",
+            "--turn-server",
+            "turn:coturn.example:3478",
+            "--relay-ip",
+            "10.0.0.2",
+        ]
+    )
+    assert args.relay_ports == (40000, 40010)
+    assert args.turn_server == ["turn:coturn.example:3478"]
+    assert (args.relay_ip, args.no_turn) == ("10.0.0.2", False)
+    assert parse_args(["--no-turn"]).no_turn
+    for bad in (["--relay-ports", "5-4"], ["--relay-ports", "abc"], ["--turn-server", "http://x"]):
+        with pytest.raises(SystemExit):
+            parse_args(bad)

@@ -26,7 +26,7 @@ from app.backoff import Backoff
 from app.identity import DeviceIdentity
 from app.signalling import events as ev
 from rendezvous.wire import signalling as sig
-from rendezvous.wire.signalling import Contact, ErrorCode
+from rendezvous.wire.signalling import Contact, ErrorCode, IceServer
 
 log = logging.getLogger("punchline.signalling")
 
@@ -202,6 +202,11 @@ class SignallingClient:
             sig.Ok, lambda i: sig.SendSignal(id=i, to=to, payload=payload, device_id=device_id)
         )
 
+    async def get_ice_servers(self) -> tuple[IceServer, ...]:
+        """STUN/TURN servers to gather candidates with, and fresh TURN credentials (until ``expires``)."""
+        reply = await self._request(sig.IceServers, lambda i: sig.GetIceServers(id=i))
+        return reply.servers
+
     async def change_password(self, old_password: str, new_password: str) -> None:
         """Change the password; the server signs out every other device."""
         await self._request(
@@ -371,7 +376,7 @@ class SignallingClient:
         return _describe_close(websocket)
 
     def _dispatch(self, message: sig.ServerMessage) -> None:
-        if isinstance(message, sig.Ok | sig.Welcome | sig.ContactList) or (
+        if isinstance(message, sig.Ok | sig.Welcome | sig.ContactList | sig.IceServers) or (
             isinstance(message, sig.Error) and message.re is not None
         ):
             future = self._pending.get(message.re) if message.re is not None else None
