@@ -27,8 +27,11 @@ import platformdirs
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidHandshake, InvalidURI
 
+from app.cli.echo import echo_client, echo_server, emit_path_event, print_path_events
 from app.cli.sessions import SavedSessions
 from app.identity import IdentityError, load_or_create_identity
+from app.nat.connect import ConnectError as NatConnectError
+from app.nat.connect import Connection, ConnectOptions, Connector
 from app.signalling import events as ev
 from app.signalling.client import (
     ClientOptions,
@@ -184,6 +187,78 @@ async def cmd_watch(args: argparse.Namespace, out: Output) -> None:
                 raise CliError(event.reason, EXIT_REFUSED, "session_ended")
 
 
+async def cmd_connect(args: argparse.Namespace, out: Output) -> None:
+    async with _signed_in(args) as client:
+        connector = Connector(client.send_signal, client.get_ice_servers, _connect_options(args))
+        router = asyncio.create_task(_route_signals(client, connector, out))
+        try:
+            try:
+                connection = await connector.dial(args.name)
+            except NatConnectError as exc:
+                raise CliError(str(exc), EXIT_REFUSED, "no_path") from exc
+            events = asyncio.create_task(print_path_events(connection, out.emit))
+            try:
+                summary = await echo_client(connection, out.emit, count=args.count, interval=args.interval)
+            finally:
+                events.cancel()
+                connection.close()
+            if summary["received"] == 0:
+                raise CliError(f"{args.name} answered no echo packets", EXIT_REFUSED, "no_echo")
+        finally:
+            router.cancel()
+            await connector.close()
+
+
+async def cmd_listen(args: argparse.Namespace, out: Output) -> None:
+    async with _signed_in(args) as client:
+        connector = Connector(client.send_signal, client.get_ice_servers, _connect_options(args))
+        router = asyncio.create_task(_route_signals(client, connector, out))
+        out.emit("listening", f"{client.username} is waiting for connections (Ctrl-C to stop)")
+        sessions: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                try:
+                    connection = await connector.accept()
+                except NatConnectError as exc:
+                    out.emit("connect_failed", f"an incoming connection failed: {exc}", reason=str(exc))
+                    continue
+                task = asyncio.create_task(_serve(connection, out))
+                sessions.add(task)
+                task.add_done_callback(sessions.discard)
+        finally:
+            router.cancel()
+            for task in sessions:
+                task.cancel()
+            await connector.close()
+
+
+async def _serve(connection: Connection, out: Output) -> None:
+    """Echo for one incoming connection, printing its path events, until its path is lost for good."""
+    echo = asyncio.create_task(echo_server(connection))
+    try:
+        while True:
+            event = await connection.link.next_event()
+            emit_path_event(connection.peer, event, out.emit)
+    finally:
+        echo.cancel()
+        connection.close()
+
+
+async def _route_signals(client: SignallingClient, connector: Connector, out: Output) -> None:
+    """Give connection signals to the connector; end the command if the session ends."""
+    while True:
+        event = await client.next_event()
+        if isinstance(event, ev.SignalReceived):
+            connector.handle_signal(event)
+        elif isinstance(event, ev.SessionEnded):
+            out.emit("session_ended", event.reason, reason=event.reason)
+            return
+
+
+def _connect_options(args: argparse.Namespace) -> ConnectOptions:
+    return ConnectOptions(force_relay=args.force_relay, allow_loopback=args.allow_loopback)
+
+
 # ---------------------------------------------------------------------------------------------- plumbing
 
 
@@ -332,8 +407,10 @@ COMMANDS: dict[str, tuple[Command, str]] = {
     "unblock": (cmd_unblock, "unblock NAME"),
     "whoami": (cmd_whoami, "show your account and public address (from STUN)"),
     "watch": (cmd_watch, "print contact, presence and signal events until Ctrl-C"),
+    "connect": (cmd_connect, "find a path to contact NAME (running 'listen') and exchange echo packets"),
+    "listen": (cmd_listen, "answer connections from contacts and echo their packets until Ctrl-C"),
 }
-NAMED = {"add", "accept", "decline", "remove", "block", "unblock"}
+NAMED = {"add", "accept", "decline", "remove", "block", "unblock", "connect"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -360,6 +437,16 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "whoami":
             sub.add_argument("--stun", help="STUN server HOST:PORT (default: the rendezvous server's)")
             sub.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for STUN")
+        if name in ("connect", "listen"):
+            sub.add_argument(
+                "--force-relay", action="store_true", help="only use the relay (never reveal your address)"
+            )
+            sub.add_argument(
+                "--allow-loopback", action="store_true", help=argparse.SUPPRESS
+            )  # one-host tests
+        if name == "connect":
+            sub.add_argument("--count", type=int, default=10, help="echo packets to send")
+            sub.add_argument("--interval", type=float, default=0.2, help="seconds between echo packets")
     return parser
 
 

@@ -1,0 +1,308 @@
+"""Connecting to a contact: punch parameters offered and answered over signalling, then a `PeerLink`.
+
+The caller (controlling, RFC 8445 §6.1.1) and the callee exchange three kinds of opaque signalling payload
+(the rendezvous forwards them without reading them, ``rendezvous.wire.signalling`` ``send_signal``):
+
+==============  ======  =================================================================================
+type            from    fields
+==============  ======  =================================================================================
+punch-offer     caller  session (random id), ufrag, pwd, candidates (``app.nat.candidates`` JSON), nat
+punch-answer    callee  session, ufrag, pwd, candidates, nat
+punch-bye       either  session, reason: the other side gave up or hung up
+==============  ======  =================================================================================
+
+Each side gathers its candidates on the session socket before it sends (host at once; STUN and TURN answers
+within a round trip or two). Credentials are fresh per session: a 48-bit ufrag and a 144-bit password
+(RFC 8445 §5.3 asks for at least 24 and 128 bits).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from app.nat.candidates import Candidate, NatMapping, parse_candidates, parse_nat_mapping
+from app.nat.peer_link import GatherConfig, GatherResult, PeerLink, RelayServer
+from app.signalling.events import SignalReceived
+from rendezvous.wire.signalling import IceServer
+from rendezvous.wire.stun import Address
+
+log = logging.getLogger("punchline.nat")
+
+OFFER, ANSWER, BYE = "punch-offer", "punch-answer", "punch-bye"
+DEFAULT_STUN_PORT = 3478
+
+
+class ConnectError(Exception):
+    """No path to the peer; the message says why, for people."""
+
+
+@dataclass(frozen=True)
+class ConnectOptions:
+    """How to connect: relay only (hides our address), loopback for one-machine tests, and time limits."""
+
+    force_relay: bool = False
+    allow_loopback: bool = False
+    gather_timeout: float = 2.0
+    #: How long to wait for the peer's answer, then for a first working path.
+    answer_timeout: float = 15.0
+    path_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class PunchParameters:
+    """One side's half of a session: credentials, candidates, declared NAT mapping."""
+
+    session: str
+    ufrag: str
+    password: str = field(repr=False)
+    candidates: tuple[Candidate, ...]
+    nat_mapping: NatMapping = "unknown"
+
+    def to_payload(self, kind: str) -> dict[str, Any]:
+        """The signalling payload (module docstring)."""
+        return {
+            "type": kind,
+            "session": self.session,
+            "ufrag": self.ufrag,
+            "pwd": self.password,
+            "candidates": [c.to_dict() for c in self.candidates],
+            "nat": self.nat_mapping,
+        }
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any], *, allow_loopback: bool) -> PunchParameters:
+        """Parse a peer's offer or answer; raise `ConnectError` when it cannot be used at all."""
+        session, ufrag, password = payload.get("session"), payload.get("ufrag"), payload.get("pwd")
+        fields: list[str] = []
+        for name, value in (("session", session), ("ufrag", ufrag), ("pwd", password)):
+            if not isinstance(value, str) or not 0 < len(value) <= 256 or ":" in value:
+                raise ConnectError(f"the peer's connection offer has a bad {name}")
+            fields.append(value)
+        session, ufrag, password = fields
+        candidates, dropped = parse_candidates(payload.get("candidates"), allow_loopback=allow_loopback)
+        for reason in dropped:
+            log.info("peer candidate dropped: %s", reason)
+        return cls(session, ufrag, password, tuple(candidates), parse_nat_mapping(payload.get("nat")))
+
+
+@dataclass
+class Connection:
+    """A live session with a contact: the link, who the peer is, and what gathering could not find."""
+
+    peer: str
+    session: str
+    link: PeerLink
+    controlling: bool
+    gather_problems: tuple[str, ...]
+
+    def close(self) -> None:
+        """Close the link (the peer notices through consent failure, or a bye sent by the caller of this)."""
+        self.link.close()
+
+
+async def resolve_ice_servers(
+    servers: tuple[IceServer, ...],
+) -> tuple[tuple[Address, ...], RelayServer | None]:
+    """STUN addresses and the first usable UDP TURN server from ``get_ice_servers``, names resolved (IPv4)."""
+    loop = asyncio.get_running_loop()
+    stun: list[Address] = []
+    relay: RelayServer | None = None
+    for server in servers:
+        for url in server.urls:
+            scheme, host, port, transport = _split_ice_url(url)
+            if host is None or (transport not in (None, "udp")):
+                continue
+            try:
+                infos = await loop.getaddrinfo(host, port, family=socket.AF_INET, type=socket.SOCK_DGRAM)
+            except OSError as exc:
+                log.info("cannot resolve %s: %s", url, exc)
+                continue
+            address: Address = (str(infos[0][4][0]), int(infos[0][4][1]))
+            if scheme == "stun" and address not in stun:
+                stun.append(address)
+            elif scheme == "turn" and relay is None and server.username and server.credential:
+                relay = RelayServer(address, server.username, server.credential)
+    return tuple(stun), relay
+
+
+def _split_ice_url(url: str) -> tuple[str | None, str | None, int, str | None]:
+    """Split ``stun:host[:port]`` (RFC 7064) or ``turn:host[:port][?transport=udp]`` (RFC 7065)."""
+    scheme, _, rest = url.partition(":")
+    if scheme not in ("stun", "turn"):
+        return None, None, 0, None
+    rest, _, query = rest.partition("?")
+    transport = query.partition("transport=")[2] or None if "transport=" in query else None
+    try:
+        parts = urlsplit("//" + rest)
+        host, port = parts.hostname, parts.port or DEFAULT_STUN_PORT
+    except ValueError:
+        return None, None, 0, None
+    return scheme, host, port, transport
+
+
+def _new_parameters(session: str, gathered: GatherResult) -> PunchParameters:
+    return PunchParameters(session, secrets.token_hex(6), secrets.token_urlsafe(18), gathered.candidates)
+
+
+async def _prepare(servers: tuple[IceServer, ...], options: ConnectOptions) -> tuple[PeerLink, GatherResult]:
+    stun, relay = await resolve_ice_servers(servers)
+    link = await PeerLink.open()
+    try:
+        gathered = await link.gather(
+            GatherConfig(
+                stun_servers=stun,
+                relay=relay,
+                timeout=options.gather_timeout,
+                allow_loopback=options.allow_loopback,
+            )
+        )
+    except BaseException:
+        link.close()
+        raise
+    return link, gathered
+
+
+def _begin(
+    link: PeerLink, mine: PunchParameters, theirs: PunchParameters, *, controlling: bool, force_relay: bool
+) -> None:
+    punch = PeerLink.new_punch(
+        controlling=controlling,
+        ufrag=mine.ufrag,
+        password=mine.password,
+        tie_breaker=secrets.randbits(64),
+        force_relay=force_relay,
+    )
+    for candidate in mine.candidates:
+        punch.add_local_candidate(candidate)
+    punch.end_of_local_candidates()
+    punch.set_remote_parameters(theirs.ufrag, theirs.password, nat_mapping=theirs.nat_mapping)
+    punch.add_remote_candidates(theirs.candidates)
+    punch.end_of_remote_candidates()
+    link.start(punch)
+
+
+SendSignal = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+
+class Connector:
+    """Dials contacts and answers their offers; feed it every `SignalReceived` through `handle_signal`."""
+
+    def __init__(
+        self,
+        send_signal: SendSignal,
+        get_ice_servers: Callable[[], Awaitable[tuple[IceServer, ...]]],
+        options: ConnectOptions | None = None,
+    ) -> None:
+        self._send_signal = send_signal
+        self._get_ice_servers = get_ice_servers
+        self._options = options or ConnectOptions()
+        self._answers: dict[str, asyncio.Future[PunchParameters]] = {}
+        self._incoming: asyncio.Queue[Connection | ConnectError] = asyncio.Queue()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def handle_signal(self, event: SignalReceived) -> bool:
+        """Route a signal: True if it was ours (an offer, answer or bye), False for other layers."""
+        kind = event.payload.get("type")
+        session = event.payload.get("session")
+        if kind == ANSWER and isinstance(session, str) and session in self._answers:
+            future = self._answers[session]
+            if not future.done():
+                try:
+                    future.set_result(
+                        PunchParameters.from_payload(
+                            event.payload, allow_loopback=self._options.allow_loopback
+                        )
+                    )
+                except ConnectError as exc:
+                    future.set_exception(exc)
+            return True
+        if kind == BYE and isinstance(session, str) and session in self._answers:
+            future = self._answers[session]
+            if not future.done():
+                reason = event.payload.get("reason")
+                future.set_exception(ConnectError(f"{event.sender} declined: {reason or 'no reason given'}"))
+            return True
+        if kind == OFFER:
+            task = asyncio.create_task(self._answer(event))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return True
+        return kind in (ANSWER, BYE)
+
+    async def dial(self, contact: str) -> Connection:
+        """Connect to ``contact`` (who must be online and run a `Connector`): returns once a path works."""
+        session = secrets.token_hex(8)
+        link, gathered = await _prepare(await self._get_ice_servers(), self._options)
+        try:
+            mine = _new_parameters(session, gathered)
+            answer: asyncio.Future[PunchParameters] = asyncio.get_running_loop().create_future()
+            self._answers[session] = answer
+            await self._send_signal(contact, mine.to_payload(OFFER))
+            try:
+                async with asyncio.timeout(self._options.answer_timeout):
+                    theirs = await answer
+            except TimeoutError:
+                raise ConnectError(f"{contact} did not answer the connection offer") from None
+            finally:
+                del self._answers[session]
+            _begin(link, mine, theirs, controlling=True, force_relay=self._options.force_relay)
+            await self._wait_for_path(link, contact, gathered)
+        except BaseException:
+            link.close()
+            raise
+        return Connection(contact, session, link, True, gathered.problems)
+
+    async def accept(self) -> Connection:
+        """The next incoming connection that found a path (raises `ConnectError` for one that did not)."""
+        result = await self._incoming.get()
+        if isinstance(result, ConnectError):
+            raise result
+        return result
+
+    async def close(self) -> None:
+        """Stop answering offers."""
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _answer(self, offer: SignalReceived) -> None:
+        try:
+            theirs = PunchParameters.from_payload(offer.payload, allow_loopback=self._options.allow_loopback)
+        except ConnectError as exc:
+            await self._incoming.put(exc)
+            return
+        link, gathered = await _prepare(await self._get_ice_servers(), self._options)
+        try:
+            mine = _new_parameters(theirs.session, gathered)
+            _begin(link, mine, theirs, controlling=False, force_relay=self._options.force_relay)
+            await self._send_signal(offer.sender, mine.to_payload(ANSWER))
+            await self._wait_for_path(link, offer.sender, gathered)
+        except ConnectError as exc:
+            link.close()
+            await self._incoming.put(exc)
+            return
+        except BaseException:
+            link.close()
+            raise
+        await self._incoming.put(Connection(offer.sender, theirs.session, link, False, gathered.problems))
+
+    async def _wait_for_path(self, link: PeerLink, peer: str, gathered: GatherResult) -> None:
+        try:
+            async with asyncio.timeout(self._options.path_timeout):
+                await link.wait_for_path()
+        except TimeoutError:
+            detail = "; ".join(gathered.problems)
+            raise ConnectError(
+                f"no working path to {peer} within {self._options.path_timeout:g} s"
+                + (f" ({detail})" if detail else "")
+            ) from None

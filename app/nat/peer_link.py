@@ -1,0 +1,369 @@
+"""One peer session's UDP socket, asyncio side: gathering, hole punching, the TURN relay and app datagrams.
+
+Everything on the session travels through one UDP socket, so the NAT mapping the STUN server saw is the
+one the peer's checks punch into, and the TURN allocation lives on it too. Datagrams are told apart by
+source and first byte (RFC 7983 §7): from the TURN server they go to the `TurnAllocation` (which unwraps
+relayed data); STUN (first byte 0-3) goes to the Binding transactions and the `HolePunch`; anything else
+is the application's (QUIC, first byte 64-191 apart from ChannelData).
+
+This module is a thin adapter in the style of aioquic's ``asyncio/protocol.py``: receive → feed the
+machines → transmit, one re-armed timer, no protocol decisions. The decisions are in `app.nat.hole_punch`,
+`app.nat.turn_client` and `app.stun_client`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from app.nat.candidates import Base, Candidate
+from app.nat.hole_punch import HolePunch, HolePunchConfig
+from app.nat.path_events import PathEvent, PathInfo
+from app.nat.turn_client import (
+    AllocationExpired,
+    AllocationFailed,
+    AllocationReady,
+    DataReceived,
+    TurnAllocation,
+    TurnClientConfig,
+)
+from app.stun_client import BindingConfig, BindingFailed, BindingSucceeded, BindingTransaction
+from rendezvous.wire.stun import Address, canonical_address
+
+log = logging.getLogger("punchline.nat")
+
+
+@dataclass(frozen=True)
+class RelayServer:
+    """A TURN server to allocate on, with REST-style credentials from the rendezvous (``get_ice_servers``)."""
+
+    address: Address
+    username: str
+    password: str
+
+
+@dataclass(frozen=True)
+class GatherConfig:
+    """Where to find our public and relayed addresses, and how long to wait for them."""
+
+    stun_servers: tuple[Address, ...] = ()
+    relay: RelayServer | None = None
+    #: Gathering ends when every server answered or this many seconds passed, whichever is first.
+    timeout: float = 2.0
+    #: Offer loopback host candidates (tests on one machine); real sessions never do.
+    allow_loopback: bool = False
+    stun: BindingConfig = field(
+        default_factory=lambda: BindingConfig(initial_rto=0.1, max_requests=5, final_wait_factor=4)
+    )
+    turn: TurnClientConfig = field(default_factory=TurnClientConfig)
+
+
+@dataclass(frozen=True)
+class GatherResult:
+    """What gathering found: candidates to offer, and why any kind is missing (for the path status)."""
+
+    candidates: tuple[Candidate, ...]
+    problems: tuple[str, ...]
+
+
+def route_address(toward: Address | None) -> str | None:
+    """The local IP the kernel would send from toward ``toward`` (a connected UDP socket sends nothing)."""
+    if toward is None:
+        return None
+    family = socket.AF_INET6 if ":" in toward[0] else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(toward)
+        except OSError:
+            return None
+        return str(probe.getsockname()[0])
+
+
+class PeerLink(asyncio.DatagramProtocol):
+    """The session socket: gathers candidates, runs the punch, and carries application datagrams.
+
+    Use `open`, then `gather`, exchange candidates over signalling, `start` the punch, then `send` and
+    `receive`; `next_event` yields the `HolePunch`'s path events (selected, changed, stats, lost).
+    """
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.DatagramTransport | None = None
+        self._bindings: list[BindingTransaction] = []
+        self._turn: TurnAllocation | None = None
+        self._punch: HolePunch | None = None
+        self._permitted: set[Address] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._changed = asyncio.Event()  # set whenever a machine produced an event: wakes waiters
+        self._received: asyncio.Queue[bytes] = asyncio.Queue(maxsize=4096)
+        self._events: asyncio.Queue[PathEvent] = asyncio.Queue()
+        self._turn_events: list[object] = []
+        self._binding_events: list[BindingSucceeded | BindingFailed] = []
+        self._closed = False
+        self.dropped_app_datagrams = 0
+
+    # --- lifecycle ------------------------------------------------------------------------------------
+
+    @classmethod
+    async def open(cls, host: str = "0.0.0.0", port: int = 0) -> PeerLink:  # noqa: S104 - all interfaces
+        """Bind the session socket (an ephemeral port on every interface by default)."""
+        loop = asyncio.get_running_loop()
+        _, protocol = await loop.create_datagram_endpoint(cls, local_addr=(host, port))
+        return protocol
+
+    @property
+    def local_address(self) -> Address:
+        """The socket's bound (ip, port)."""
+        assert self._transport is not None
+        name = self._transport.get_extra_info("sockname")
+        return (str(name[0]), int(name[1]))
+
+    @property
+    def relayed_address(self) -> Address | None:
+        """Our TURN allocation's relayed address, if we have one."""
+        return self._turn.relayed_address if self._turn else None
+
+    @property
+    def selected_path(self) -> PathInfo | None:
+        """The path application datagrams take now, or None."""
+        return self._punch.selected_path if self._punch else None
+
+    def close(self) -> None:
+        """Stop the punch, delete the allocation (best effort) and close the socket."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._punch is not None:
+            self._punch.close()
+        if self._turn is not None and not self._turn.done and self._transport is not None:
+            self._turn.close(self._loop.time())
+            for data, addr in self._turn.datagrams_to_send(self._loop.time()):
+                self._transport.sendto(data, addr)
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._transport is not None:
+            self._transport.close()
+
+    # --- gathering ------------------------------------------------------------------------------------
+
+    async def gather(self, config: GatherConfig) -> GatherResult:
+        """Host, server-reflexive and relayed candidates, all on this socket, within ``config.timeout``."""
+        now = self._loop.time()
+        self._bindings = [BindingTransaction(s, now, config=config.stun) for s in config.stun_servers]
+        if config.relay is not None:
+            relay = config.relay
+            self._turn = TurnAllocation(relay.address, relay.username, relay.password, config=config.turn)
+        self._pump()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(config.timeout):
+                await self._wait_for(self._gathering_done)
+
+        port = self.local_address[1]
+        problems: list[str] = []
+        found: list[Candidate] = []
+        probe = (
+            config.stun_servers[0]
+            if config.stun_servers
+            else (config.relay.address if config.relay else None)
+        )
+        host_ip: str | None = self.local_address[0]
+        if host_ip in ("0.0.0.0", "::"):  # noqa: S104 - bound to every interface: ask the routing table
+            host_ip = route_address(probe)
+        if host_ip is not None:
+            host = Candidate.create("host", (host_ip, port))
+            if not (host_ip.startswith("127.") or host_ip == "::1") or config.allow_loopback:
+                found.append(host)
+        for event in self._binding_events:
+            if isinstance(event, BindingSucceeded):
+                found.append(Candidate.create("srflx", event.mapped))
+            else:
+                problems.append(f"no public address from {event.server[0]}:{event.server[1]}: {event.reason}")
+        for turn_event in self._turn_events:
+            if isinstance(turn_event, AllocationReady):
+                found.append(Candidate.create("relay", turn_event.relayed_address))
+                if turn_event.mapped_address is not None:
+                    found.append(Candidate.create("srflx", turn_event.mapped_address))
+            elif isinstance(turn_event, AllocationFailed):
+                problems.append(f"no relay: {turn_event.reason}")
+        if (
+            self._turn is not None
+            and self._turn.relayed_address is None
+            and not any(isinstance(e, AllocationFailed) for e in self._turn_events)
+        ):
+            problems.append("no relay: the TURN server did not answer in time")
+        unique: dict[Address, Candidate] = {}
+        for candidate in found:
+            unique.setdefault(candidate.address, candidate)
+        return GatherResult(tuple(unique.values()), tuple(problems))
+
+    def _gathering_done(self) -> bool:
+        bindings_done = all(b.done for b in self._bindings)
+        turn_done = self._turn is None or self._turn.done or self._turn.relayed_address is not None
+        return bindings_done and turn_done
+
+    # --- the punch ------------------------------------------------------------------------------------
+
+    def start(self, punch: HolePunch) -> None:
+        """Hand over the session's `HolePunch` (with local and remote parameters set); checks begin."""
+        self._punch = punch
+        self._pump()
+
+    @staticmethod
+    def new_punch(
+        *, controlling: bool, ufrag: str, password: str, tie_breaker: int, force_relay: bool
+    ) -> HolePunch:
+        """A `HolePunch` on the event loop's clock."""
+        config = HolePunchConfig(force_relay=force_relay)
+        return HolePunch(
+            controlling=controlling,
+            local_ufrag=ufrag,
+            local_password=password,
+            tie_breaker=tie_breaker,
+            now=asyncio.get_running_loop().time(),
+            config=config,
+        )
+
+    async def next_event(self) -> PathEvent:
+        """The next path event (selected, changed, stats, lost, recovered)."""
+        return await self._events.get()
+
+    async def wait_for_path(self) -> PathInfo:
+        """The selected path, once there is one (wrap in ``asyncio.timeout``)."""
+        await self._wait_for(lambda: self.selected_path is not None)
+        path = self.selected_path
+        assert path is not None
+        return path
+
+    # --- application datagrams ------------------------------------------------------------------------
+
+    def send(self, data: bytes) -> bool:
+        """Send one datagram on the selected path; False (dropped) while there is none."""
+        path = self.selected_path
+        if path is None or self._transport is None or self._closed:
+            return False
+        self._send_via(path.via, path.remote_address, data)
+        self._pump()
+        return True
+
+    async def receive(self) -> bytes:
+        """The next application datagram from the peer."""
+        return await self._received.get()
+
+    # --- asyncio protocol -----------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Keep the datagram transport."""
+        self._transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        """Demultiplex one datagram (module docstring) and run the machines."""
+        source = canonical_address(addr)
+        if source is None or self._closed:
+            return
+        now = self._loop.time()
+        if (
+            self._turn is not None
+            and source == self._turn.server
+            and self._turn.receive_datagram(data, source, now)
+        ):
+            pass  # relayed data comes out as DataReceived events in _pump
+        elif self._bindings and any(b.server == source and not b.done for b in self._bindings):
+            for binding in self._bindings:
+                binding.receive_datagram(data, source, now)
+        else:
+            self._from_peer(data, "direct", source, now)
+        self._pump()
+
+    def error_received(self, exc: Exception) -> None:
+        """ICMP errors (port unreachable on a dead candidate) are expected while punching."""
+        log.debug("session socket error: %s", exc)
+
+    # --- internals ------------------------------------------------------------------------------------
+
+    def _from_peer(self, data: bytes, via: Base, source: Address, now: float) -> None:
+        if self._punch is not None and self._punch.receive_datagram(data, via, source, now):
+            return
+        path = self.selected_path
+        if self._punch is None or path is None:
+            return  # application data before any path: not from a peer we have checked
+        known = {c.address for c in self._punch.remote_candidates}
+        if source != path.remote_address and source not in known:
+            return  # not our peer
+        try:
+            self._received.put_nowait(data)
+        except asyncio.QueueFull:
+            self.dropped_app_datagrams += 1
+
+    def _send_via(self, via: Base, to: Address, data: bytes) -> None:
+        assert self._transport is not None
+        if via == "direct":
+            self._transport.sendto(data, to)
+        elif self._turn is not None:
+            now = self._loop.time()
+            if to not in self._permitted:
+                self._permitted.add(to)
+                self._turn.add_peer(to, now)
+            self._turn.send_to_peer(to, data, now)
+
+    def _pump(self) -> None:
+        """Move every machine's output to the socket and its events to their queues; re-arm the timer."""
+        if self._transport is None or self._closed:
+            return
+        now = self._loop.time()
+        for _ in range(8):  # relayed STUN may produce answers that go back through the relay
+            progressed = False
+            for binding in self._bindings:
+                binding.handle_timer(now)
+                for data, addr in binding.datagrams_to_send(now):
+                    self._transport.sendto(data, addr)
+                while (binding_event := binding.next_event()) is not None:
+                    self._binding_events.append(binding_event)
+                    progressed = True
+            if self._punch is not None:
+                self._punch.handle_timer(now)
+                if self._turn is not None:
+                    for peer in self._punch.relay_destinations() - self._permitted:
+                        self._permitted.add(peer)
+                        self._turn.add_peer(peer, now)
+                for out in self._punch.datagrams_to_send(now):
+                    self._send_via(out.via, out.to, out.data)
+                while (path_event := self._punch.next_event()) is not None:
+                    self._events.put_nowait(path_event)
+                    progressed = True
+            if self._turn is not None:
+                self._turn.handle_timer(now)
+                for data, addr in self._turn.datagrams_to_send(now):
+                    self._transport.sendto(data, addr)
+                while (turn_event := self._turn.next_event()) is not None:
+                    progressed = True
+                    if isinstance(turn_event, DataReceived):
+                        self._from_peer(turn_event.data, "relay", turn_event.peer, now)
+                    else:
+                        self._turn_events.append(turn_event)
+                        if isinstance(turn_event, AllocationFailed | AllocationExpired):
+                            log.info("relay: %s", turn_event.reason)
+            if not progressed:
+                break
+        self._changed.set()
+        self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        timers = [b.get_timer() for b in self._bindings]
+        timers.append(self._punch.get_timer() if self._punch else None)
+        timers.append(self._turn.get_timer() if self._turn else None)
+        due = [t for t in timers if t is not None]
+        if due:
+            self._timer = self._loop.call_at(max(min(due), self._loop.time()), self._pump)
+
+    async def _wait_for(self, condition: Callable[[], bool]) -> None:
+        while not condition():
+            self._changed.clear()
+            await self._changed.wait()
