@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -36,6 +37,10 @@ from app.stun_client import BindingConfig, BindingFailed, BindingSucceeded, Bind
 from rendezvous.wire.stun import Address, canonical_address
 
 log = logging.getLogger("punchline.nat")
+
+#: Application datagrams held while no path is selected yet, and for how long (seconds).
+PENDING_LIMIT = 64
+PENDING_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -104,6 +109,7 @@ class PeerLink(asyncio.DatagramProtocol):
         self._events: asyncio.Queue[PathEvent] = asyncio.Queue()
         self._turn_events: list[object] = []
         self._binding_events: list[BindingSucceeded | BindingFailed] = []
+        self._pending: deque[tuple[float, bytes]] = deque()
         self._closed = False
         self.dropped_app_datagrams = 0
 
@@ -242,10 +248,19 @@ class PeerLink(asyncio.DatagramProtocol):
     # --- application datagrams ------------------------------------------------------------------------
 
     def send(self, data: bytes) -> bool:
-        """Send one datagram on the selected path; False (dropped) while there is none."""
-        path = self.selected_path
-        if path is None or self._transport is None or self._closed:
+        """Send one datagram on the selected path; False if it was dropped.
+
+        Before the first path is selected (the controlled side hears of it a moment after the controlling
+        side starts sending), up to `PENDING_LIMIT` datagrams wait at most `PENDING_SECONDS` for it.
+        """
+        if self._transport is None or self._closed:
             return False
+        path = self.selected_path
+        if path is None:
+            if self._punch is None or len(self._pending) >= PENDING_LIMIT:
+                return False
+            self._pending.append((self._loop.time(), data))
+            return True
         self._send_via(path.via, path.remote_address, data)
         self._pump()
         return True
@@ -288,11 +303,14 @@ class PeerLink(asyncio.DatagramProtocol):
     def _from_peer(self, data: bytes, via: Base, source: Address, now: float) -> None:
         if self._punch is not None and self._punch.receive_datagram(data, via, source, now):
             return
+        if self._punch is None:
+            return  # no session yet: nobody we know
         path = self.selected_path
-        if self._punch is None or path is None:
-            return  # application data before any path: not from a peer we have checked
-        known = {c.address for c in self._punch.remote_candidates}
-        if source != path.remote_address and source not in known:
+        # The controlled side may hear data a moment before it hears the nomination: any address the peer
+        # offered or checked from (peer-reflexive) is the peer's.
+        if (path is None or source != path.remote_address) and source not in {
+            c.address for c in self._punch.remote_candidates
+        }:
             return  # not our peer
         try:
             self._received.put_nowait(data)
@@ -349,8 +367,22 @@ class PeerLink(asyncio.DatagramProtocol):
                             log.info("relay: %s", turn_event.reason)
             if not progressed:
                 break
+        self._flush_pending(now)
         self._changed.set()
         self._arm_timer()
+
+    def _flush_pending(self, now: float) -> None:
+        path = self.selected_path
+        while self._pending:
+            queued_at, data = self._pending[0]
+            if now - queued_at > PENDING_SECONDS:
+                self._pending.popleft()
+                self.dropped_app_datagrams += 1
+            elif path is not None:
+                self._pending.popleft()
+                self._send_via(path.via, path.remote_address, data)
+            else:
+                break
 
     def _arm_timer(self) -> None:
         if self._timer is not None:

@@ -1,0 +1,179 @@
+"""The punch through real Linux NAT routers: ``punchline-cli connect``/``listen`` in the NAT lab.
+
+Each test builds the lab (tests/natlab), runs our rendezvous server (signalling, STUN and TURN) on the
+public segment at 203.0.113.1, and runs the real command line in the client hosts: register, befriend,
+``listen`` on one side and ``connect`` on the other, which prints path events and echo round trips as JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.conftest import PASSWORD
+from tests.natlab.fixtures import LabFactory
+from tests.natlab.process import LabProcess
+from tests.natlab.topology import Lab
+
+pytestmark = pytest.mark.slow
+
+Line = dict[str, Any]
+
+
+class Peers:
+    """The rendezvous server in the lab and helpers to run the CLI as alice (left) and bob (right)."""
+
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+        self.url = f"ws://{lab.server.ip}:8765"
+
+    async def start_server(self) -> LabProcess:
+        server = await self.lab.spawn(
+            "server", "python", "-m", "rendezvous", "--host", self.lab.server.ip, "--port", "8765",
+            "--stun-port", "3478", "--data", str(self.lab.work_dir / "server-data"),
+        )  # fmt: skip
+        deadline = time.monotonic() + 15
+        while '"event":"listening"' not in server.stderr_text():  # its log goes to stderr
+            if time.monotonic() > deadline or server.proc.returncode is not None:
+                pytest.fail(f"the rendezvous server did not start:\n{server.stderr_text()}")
+            await asyncio.sleep(0.05)
+        return server
+
+    def argv(self, user: str, *args: str) -> list[str]:
+        config = str(self.lab.work_dir / f"config-{user}")
+        return ["python", "-m", "app.cli.main", "--server", self.url, "--user", user, "--config-dir", config,
+                "--json", *args]  # fmt: skip
+
+    async def run(self, host: str, user: str, *args: str) -> list[Line]:
+        """Run one CLI command to completion; fail the test if it fails."""
+        proc = await self.lab.spawn(host, *self.argv(user, *args), stdin=False)
+        assert proc.proc.stdout is not None
+        out = await asyncio.wait_for(proc.proc.stdout.read(), 60)
+        status = await proc.wait(10)
+        lines = [json.loads(text) for text in out.decode().splitlines() if text.strip()]
+        assert status == 0, f"{user} {args}: exit {status}: {lines}\n{proc.stderr_text()}"
+        return lines
+
+    async def befriend(self, alice_host: str = "left", bob_host: str = "right") -> None:
+        await self.run(alice_host, "alice", "register")
+        await self.run(bob_host, "bob", "register")
+        await self.run(alice_host, "alice", "add", "bob")
+        await self.run(bob_host, "bob", "accept", "alice")
+
+    async def listen(self, host: str = "right", *options: str) -> LabProcess:
+        listener = await self.lab.spawn(host, *self.argv("bob", "listen", *options), stdin=False)
+        line = json.loads(await listener.read_line(15))
+        assert line["event"] == "listening", line
+        return listener
+
+    async def connect(self, host: str = "left", *options: str) -> LabProcess:
+        return await self.lab.spawn(host, *self.argv("alice", "connect", "bob", *options), stdin=False)
+
+
+async def read_until(proc: LabProcess, done: Callable[[Line], bool], timeout: float = 20) -> list[Line]:
+    """JSON lines up to and including the first for which ``done`` holds."""
+    lines: list[Line] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        line = json.loads(await proc.read_line(max(0.1, deadline - time.monotonic())))
+        lines.append(line)
+        if line.get("event") == "error":
+            pytest.fail(f"connect failed: {line}\n{proc.stderr_text()}")
+        if done(line):
+            return lines
+
+
+async def scenario(
+    nat_lab: LabFactory, monkeypatch: pytest.MonkeyPatch, left: Any, right: Any, **lab_options: Any
+) -> tuple[Peers, list[Line]]:
+    """Build the lab, befriend, listen on the right, connect from the left: every line ``connect`` printed."""
+    monkeypatch.setenv("PUNCHLINE_PASSWORD", PASSWORD)
+    lab = nat_lab(left, right, **lab_options)
+    peers = Peers(lab)
+    await peers.start_server()
+    await peers.befriend()
+    await peers.listen()
+    proc = await peers.connect("left", "--count", "10", "--interval", "0.05")
+    lines = await read_until(proc, lambda line: line["event"] == "summary", timeout=30)
+    return peers, lines
+
+
+def first_path(lines: list[Line]) -> Line:
+    return next(line for line in lines if line["event"] == "path")
+
+
+@pytest.mark.parametrize(
+    ("left", "right", "kind"),
+    [("cone", "cone", "direct"), ("public", "cone", "direct"), ("cone", "public", "direct")],
+)
+async def test_direct_path_through_cone_nats(
+    nat_lab: LabFactory, monkeypatch: pytest.MonkeyPatch, left: str, right: str, kind: str
+) -> None:
+    _, lines = await scenario(nat_lab, monkeypatch, left, right)
+    path = first_path(lines)
+    assert path["kind"] == kind, lines
+    summary = lines[-1]
+    assert summary["received"] == summary["sent"] == 10, lines
+
+
+async def test_same_lan_is_reported_as_lan(nat_lab: LabFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, lines = await scenario(nat_lab, monkeypatch, "cone", None, same_lan=True)
+    path = first_path(lines)
+    assert path["kind"] == "lan", lines
+    assert path["remote"].startswith("10.") or path["remote"].startswith("192.168."), path
+    assert lines[-1]["received"] == 10
+
+
+async def test_symmetric_nats_fall_back_to_the_relay_and_say_why(
+    nat_lab: LabFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, lines = await scenario(nat_lab, monkeypatch, "symmetric", "symmetric")
+    path = first_path(lines)
+    assert path["kind"] == "relayed", lines
+    assert path["reason"], path
+    assert lines[-1]["received"] == 10, lines
+
+
+async def test_cone_to_symmetric_connects(nat_lab: LabFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, lines = await scenario(nat_lab, monkeypatch, "cone", "symmetric")
+    assert first_path(lines)["kind"] in ("direct", "relayed"), lines
+    assert lines[-1]["received"] == 10, lines
+
+
+async def test_a_killed_direct_path_moves_to_the_relay_within_3_seconds(
+    nat_lab: LabFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PUNCHLINE_PASSWORD", PASSWORD)
+    lab = nat_lab("cone", "cone")
+    peers = Peers(lab)
+    await peers.start_server()
+    await peers.befriend()
+    await peers.listen()
+    proc = await peers.connect("left", "--count", "300", "--interval", "0.05")
+    lines = await read_until(proc, lambda line: line["event"] == "echo" and line["kind"] == "direct")
+    # Kill the direct path in the left router: nothing more between the two routers' WAN addresses. The
+    # relay on the server stays reachable, as when a router's mapping dies or a middlebox starts dropping.
+    peer_wan = lab.router_of("right").wan_ip
+    lab.nft(
+        "left_nat",
+        f"""table inet cut {{
+    chain forward {{
+        type filter hook forward priority -10; policy accept;
+        ip daddr {peer_wan} drop
+        ip saddr {peer_wan} drop
+    }}
+}}
+""",
+    )
+    cut_at = time.monotonic()
+    lines = await read_until(proc, lambda line: line["event"] == "path_changed", timeout=10)
+    switched_after = time.monotonic() - cut_at
+    assert lines[-1]["kind"] == "relayed", lines
+    assert switched_after < 3.0, f"moved to the relay after {switched_after:.2f} s"
+    lines = await read_until(proc, lambda line: line["event"] == "echo" and line["kind"] == "relayed")
+    await proc.kill()
