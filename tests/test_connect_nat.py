@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -32,10 +33,10 @@ class Peers:
         self.lab = lab
         self.url = f"ws://{lab.server.ip}:8765"
 
-    async def start_server(self) -> LabProcess:
+    async def start_server(self, *options: str) -> LabProcess:
         server = await self.lab.spawn(
             "server", "python", "-m", "rendezvous", "--host", self.lab.server.ip, "--port", "8765",
-            "--stun-port", "3478", "--data", str(self.lab.work_dir / "server-data"),
+            "--stun-port", "3478", "--data", str(self.lab.work_dir / "server-data"), *options,
         )  # fmt: skip
         deadline = time.monotonic() + 15
         while '"event":"listening"' not in server.stderr_text():  # its log goes to stderr
@@ -89,13 +90,22 @@ async def read_until(proc: LabProcess, done: Callable[[Line], bool], timeout: fl
 
 
 async def scenario(
-    nat_lab: LabFactory, monkeypatch: pytest.MonkeyPatch, left: Any, right: Any, **lab_options: Any
+    nat_lab: LabFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    left: Any,
+    right: Any,
+    *,
+    relay: Callable[[Lab], Awaitable[list[str]]] | None = None,
+    **lab_options: Any,
 ) -> tuple[Peers, list[Line]]:
-    """Build the lab, befriend, listen on the right, connect from the left: every line ``connect`` printed."""
+    """Build the lab, befriend, listen on the right, connect from the left: every line ``connect`` printed.
+
+    ``relay`` starts another TURN server in the lab and returns the rendezvous options that advertise it.
+    """
     monkeypatch.setenv("PUNCHLINE_PASSWORD", PASSWORD)
     lab = nat_lab(left, right, **lab_options)
     peers = Peers(lab)
-    await peers.start_server()
+    await peers.start_server(*(await relay(lab) if relay else []))
     await peers.befriend()
     await peers.listen()
     proc = await peers.connect("left", "--count", "10", "--interval", "0.05")
@@ -137,6 +147,44 @@ async def test_symmetric_nats_fall_back_to_the_relay_and_say_why(
     assert path["kind"] == "relayed", lines
     assert path["reason"], path
     assert lines[-1]["received"] == 10, lines
+
+
+async def coturn_instead_of_our_relay(lab: Lab) -> list[str]:
+    """coturn (Debian's package) on the server at UDP 3479 with our shared secret; our relay switched off."""
+    turnserver = shutil.which("turnserver")
+    if turnserver is None:
+        pytest.skip("coturn's turnserver (Debian: coturn) is not installed")
+    lab.work_dir.mkdir(parents=True, exist_ok=True)
+    secret_file = lab.work_dir / "turn-secret"
+    secret_file.write_text("lab-shared-secret\n")
+    secret_file.chmod(0o600)
+    ip = lab.server.ip
+    await lab.spawn(
+        "server", turnserver, "-n", "--no-cli", "--no-tls", "--no-dtls", "--no-tcp", "--use-auth-secret",
+        "--static-auth-secret", "lab-shared-secret", "--realm", "punchline", "--listening-ip", ip,
+        "--listening-port", "3479", "--relay-ip", ip, "--min-port", "49152", "--max-port", "65535",
+        "--pidfile", str(lab.work_dir / "turnserver.pid"), "--db", str(lab.work_dir / "turndb"),
+        "--log-file", str(lab.work_dir / "turnserver.log"), "--simple-log", "--no-stdout-log", "--verbose",
+        stdin=False,
+    )  # fmt: skip
+    return ["--no-turn", "--turn-secret-file", str(secret_file), "--turn-server", f"turn:{ip}:3479"]
+
+
+async def test_symmetric_nats_relay_through_coturn_in_place_of_ours(
+    nat_lab: LabFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    peers, lines = await scenario(
+        nat_lab, monkeypatch, "symmetric", "symmetric", relay=coturn_instead_of_our_relay
+    )
+    path = first_path(lines)
+    assert path["kind"] == "relayed", lines
+    assert lines[-1]["received"] == 10, lines
+    # Proof that coturn carried it (our relay is off): coturn logs each allocation (it flushes lazily).
+    log_file = peers.lab.work_dir / "turnserver.log"
+    deadline = time.monotonic() + 10
+    while "ALLOCATE processed, success" not in log_file.read_text(errors="replace"):
+        assert time.monotonic() < deadline, log_file.read_text(errors="replace")[-2000:]
+        await asyncio.sleep(0.2)
 
 
 async def test_cone_to_symmetric_connects(nat_lab: LabFactory, monkeypatch: pytest.MonkeyPatch) -> None:
