@@ -192,6 +192,7 @@ async def cmd_connect(args: argparse.Namespace, out: Output) -> None:
         connector = Connector(client.send_signal, client.get_ice_servers, _connect_options(args))
         router = asyncio.create_task(_route_signals(client, connector, out))
         try:
+            out.emit("dialing", f"connecting to {args.name}...", peer=args.name)
             try:
                 connection = await connector.dial(args.name)
             except NatConnectError as exc:

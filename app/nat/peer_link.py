@@ -221,10 +221,9 @@ class PeerLink(asyncio.DatagramProtocol):
 
     @staticmethod
     def new_punch(
-        *, controlling: bool, ufrag: str, password: str, tie_breaker: int, force_relay: bool
+        *, controlling: bool, ufrag: str, password: str, tie_breaker: int, config: HolePunchConfig
     ) -> HolePunch:
         """A `HolePunch` on the event loop's clock."""
-        config = HolePunchConfig(force_relay=force_relay)
         return HolePunch(
             controlling=controlling,
             local_ufrag=ufrag,
