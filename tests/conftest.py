@@ -16,7 +16,9 @@ from app.identity import DeviceIdentity
 from app.signalling.client import ClientOptions, Credentials, SignallingClient
 from rendezvous.config import Limits, ServerConfig
 from rendezvous.server import RendezvousServer
+from rendezvous.turn_relay import TurnRelay, start_turn_relay
 from rendezvous.wire import signalling as sig
+from tests.turn_helpers import SECRET, turn_config
 
 # The NAT lab's fixtures (`nat_lab`): network namespaces with real Linux NAT routers, see tests/natlab.
 pytest_plugins = ["tests.natlab.fixtures"]
@@ -35,6 +37,17 @@ async def server(tmp_path: Path) -> AsyncIterator[RendezvousServer]:
     """A real server with a fresh database, closed after the test."""
     async with await RendezvousServer.start(server_config(tmp_path / "server")) as running:
         yield running
+
+
+@pytest.fixture
+async def relay() -> AsyncIterator[TurnRelay]:
+    """Our TURN relay alone on an ephemeral port of 127.0.0.1, relay ports 40000-48999."""
+    server = await start_turn_relay(
+        turn_config(min_port=40000, max_port=48999), host="127.0.0.1", port=0, secret=SECRET
+    )
+    yield server
+    server.close()
+    await asyncio.sleep(0)
 
 
 async def register(url: str, username: str, password: str = PASSWORD) -> None:

@@ -7,7 +7,6 @@ import asyncio
 import re
 import shutil
 import time
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -19,29 +18,19 @@ from app.identity import DeviceIdentity
 from app.signalling.client import ClientOptions, Credentials, SignallingClient
 from rendezvous.config import TurnConfig
 from rendezvous.server import RendezvousServer
-from rendezvous.turn_relay import TurnRelay, start_turn_relay
+from rendezvous.turn_relay import TurnRelay
 from rendezvous.wire import signalling as sig
 from rendezvous.wire.stun import Address, StunMethod, XorRelayedAddress
 from rendezvous.wire.turn import RestCredentials
 from tests.conftest import PASSWORD, RawClient, fast_backoff, register, server_config
+from tests.coturn import TURNSERVER, free_udp_port, run_coturn
 from tests.test_stun_server import open_udp_peer
 from tests.test_turn_relay import UDP, request
-from tests.turn_helpers import REALM, SECRET, TurnClientState, error_code, free_udp_port, turn_config
+from tests.turn_helpers import REALM, SECRET, TurnClientState, error_code
 
 UCLIENT = shutil.which("turnutils_uclient")
 PEER = shutil.which("turnutils_peer")
-TURNSERVER = shutil.which("turnserver")
 TIMEOUT = shutil.which("timeout")
-
-
-@pytest.fixture
-async def relay() -> AsyncIterator[TurnRelay]:
-    server = await start_turn_relay(
-        turn_config(min_port=40000, max_port=48999), host="127.0.0.1", port=0, secret=SECRET
-    )
-    yield server
-    server.close()
-    await asyncio.sleep(0)
 
 
 @pytest.mark.slow  # turnutils_uclient waits about 3 s of its own around the transfer
@@ -85,35 +74,6 @@ async def test_turnutils_uclient_relays_through_our_server_without_loss(relay: T
 
 
 # --- get_ice_servers ------------------------------------------------------------------------------------
-
-
-async def start_coturn(tmp_path: Path, secret: str) -> tuple[asyncio.subprocess.Process, int]:
-    """coturn checking TURN REST credentials with ``secret``; returns it and its port once it answers."""
-    assert TURNSERVER is not None
-    port = free_udp_port()
-    process = await asyncio.create_subprocess_exec(
-        TURNSERVER, "-n", "--no-cli", "--no-tls", "--no-dtls", "--no-tcp",
-        "--listening-ip", "127.0.0.1", "--listening-port", str(port), "--relay-ip", "127.0.0.1",
-        "--min-port", "49152", "--max-port", "65535", "--allow-loopback-peers",
-        "--use-auth-secret", "--static-auth-secret", secret, "--realm", "coturn.test",
-        "--pidfile", str(tmp_path / "turnserver.pid"), "--db", str(tmp_path / "turndb"),
-        "--log-file", str(tmp_path / "turnserver.log"), "--simple-log", "--no-stdout-log",
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
-    probe = await open_udp_peer()
-    state = TurnClientState(RestCredentials("0:probe", "x", 0))
-    try:
-        async with asyncio.timeout(10):
-            while True:  # an unauthenticated Allocate: coturn answers 401 once it listens
-                probe.send(state.build(StunMethod.ALLOCATE, UDP), ("127.0.0.1", port))
-                try:
-                    await probe.next(timeout=0.1)
-                    break
-                except TimeoutError:
-                    assert process.returncode is None, "turnserver exited"
-    finally:
-        probe.close()
-    return process, port
 
 
 async def signed_in_client(server: RendezvousServer, username: str) -> SignallingClient:
@@ -160,8 +120,8 @@ def credentials_of(entry: sig.IceServer) -> RestCredentials:
 @pytest.mark.skipif(TURNSERVER is None, reason="coturn's turnserver (Debian: coturn) is not installed")
 async def test_ice_server_credentials_work_with_coturn_and_with_our_relay(tmp_path: Path) -> None:
     secret = "shared between punchline and coturn"
-    coturn, coturn_port = await start_coturn(tmp_path, secret)
-    try:
+    async with run_coturn(tmp_path, secret=secret) as coturn:
+        coturn_port = coturn.address[1]
         config = server_config(tmp_path / "server")
         turn = TurnConfig(
             secret=secret,
@@ -191,9 +151,6 @@ async def test_ice_server_credentials_work_with_coturn_and_with_our_relay(tmp_pa
             assert await allocate_with(credentials_of(ours), turn_address(ours.urls[1])) is None  # and we do
             forged = RestCredentials(creds.username, "AAAAAAAAAAAAAAAAAAAAAAAAAAA=", creds.expires)
             assert await allocate_with(forged, turn_address(external.urls[0])) == 401
-    finally:
-        coturn.terminate()
-        await coturn.wait()
 
 
 async def test_ice_servers_use_the_public_host_and_need_a_sign_in(tmp_path: Path) -> None:

@@ -6,7 +6,6 @@ import asyncio
 import socket
 import stat
 import time
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -37,17 +36,6 @@ from tests.test_stun_server import UdpPeer, open_udp_peer
 from tests.turn_helpers import SECRET, TurnClientState, error_code, turn_config
 
 UDP = RequestedTransport(17)
-
-
-@pytest.fixture
-async def relay() -> AsyncIterator[TurnRelay]:
-    """Our relay on an ephemeral port of 127.0.0.1, relay ports 40000-48999."""
-    server = await start_turn_relay(
-        turn_config(min_port=40000, max_port=48999), host="127.0.0.1", port=0, secret=SECRET
-    )
-    yield server
-    server.close()
-    await asyncio.sleep(0)
 
 
 async def request(

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import random
-import socket
 from dataclasses import dataclass, field
 
 from rendezvous.config import TurnConfig, TurnQuotas
@@ -155,11 +154,3 @@ class TurnClientState:
             if realm is not None and nonce is not None:
                 self.realm, self.nonce = realm.realm, nonce.nonce
         return message
-
-
-def free_udp_port(host: str = "127.0.0.1") -> int:
-    """A UDP port on ``host`` that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind((host, 0))
-        port: int = probe.getsockname()[1]
-    return port

@@ -51,6 +51,7 @@ from pathlib import Path
 from app.nat.turn_client import AllocationFailed, ChannelBound, ChannelFailed, TurnAllocation
 from rendezvous.wire.stun import Address
 from rendezvous.wire.turn import make_rest_credentials
+from tests.coturn import free_udp_port
 
 HOST = "127.0.0.1"
 SECRET = "relay throughput benchmark secret"
@@ -83,14 +84,6 @@ class RateResult:
     def loss(self) -> float:
         """Lost share of the datagrams sent, in percent."""
         return 100.0 * (1 - self.received / self.sent) if self.sent else 0.0
-
-
-def free_udp_port() -> int:
-    """A UDP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind((HOST, 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 def pin(cpu: int) -> None:
