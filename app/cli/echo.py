@@ -43,7 +43,8 @@ def path_fields(path: PathInfo) -> dict[str, Any]:
 
 def describe_path(path: PathInfo) -> str:
     """A path in words: "direct 203.0.113.11:40000 -> 203.0.113.12:40001", with the reason when relayed."""
-    text = f"{path.kind} {path_fields(path)['local']} -> {path_fields(path)['remote']}"
+    fields = path_fields(path)
+    text = f"{path.kind} {fields['local']} -> {fields['remote']}"
     if path.kind == "relayed":
         text += f" (relay: {path.relayed_by}; {path.reason_if_relayed or 'no reason given'})"
     return text

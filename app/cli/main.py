@@ -27,7 +27,7 @@ import platformdirs
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidHandshake, InvalidURI
 
-from app.cli.echo import echo_client, echo_server, emit_path_event, print_path_events
+from app.cli.echo import echo_client, echo_server, print_path_events
 from app.cli.sessions import SavedSessions
 from app.identity import IdentityError, load_or_create_identity
 from app.nat.connect import ConnectError as NatConnectError
@@ -188,32 +188,24 @@ async def cmd_watch(args: argparse.Namespace, out: Output) -> None:
 
 
 async def cmd_connect(args: argparse.Namespace, out: Output) -> None:
-    async with _signed_in(args) as client:
-        connector = Connector(client.send_signal, client.get_ice_servers, _connect_options(args))
-        router = asyncio.create_task(_route_signals(client, connector, out))
+    async with _connecting(args, out) as (_, connector):
+        out.emit("dialing", f"connecting to {args.name}...", peer=args.name)
         try:
-            out.emit("dialing", f"connecting to {args.name}...", peer=args.name)
-            try:
-                connection = await connector.dial(args.name)
-            except NatConnectError as exc:
-                raise CliError(str(exc), EXIT_REFUSED, "no_path") from exc
-            events = asyncio.create_task(print_path_events(connection, out.emit))
-            try:
-                summary = await echo_client(connection, out.emit, count=args.count, interval=args.interval)
-            finally:
-                events.cancel()
-                connection.close()
-            if summary["received"] == 0:
-                raise CliError(f"{args.name} answered no echo packets", EXIT_REFUSED, "no_echo")
+            connection = await connector.dial(args.name)
+        except NatConnectError as exc:
+            raise CliError(str(exc), EXIT_REFUSED, "no_path") from exc
+        events = asyncio.create_task(print_path_events(connection, out.emit))
+        try:
+            summary = await echo_client(connection, out.emit, count=args.count, interval=args.interval)
         finally:
-            router.cancel()
-            await connector.close()
+            events.cancel()
+            connection.close()
+        if summary["received"] == 0:
+            raise CliError(f"{args.name} answered no echo packets", EXIT_REFUSED, "no_echo")
 
 
 async def cmd_listen(args: argparse.Namespace, out: Output) -> None:
-    async with _signed_in(args) as client:
-        connector = Connector(client.send_signal, client.get_ice_servers, _connect_options(args))
-        router = asyncio.create_task(_route_signals(client, connector, out))
+    async with _connecting(args, out) as (client, connector):
         out.emit("listening", f"{client.username} is waiting for connections (Ctrl-C to stop)")
         sessions: set[asyncio.Task[None]] = set()
         try:
@@ -227,19 +219,31 @@ async def cmd_listen(args: argparse.Namespace, out: Output) -> None:
                 sessions.add(task)
                 task.add_done_callback(sessions.discard)
         finally:
-            router.cancel()
             for task in sessions:
                 task.cancel()
+
+
+@contextlib.asynccontextmanager
+async def _connecting(
+    args: argparse.Namespace, out: Output
+) -> AsyncIterator[tuple[SignallingClient, Connector]]:
+    """Sign in and run a `Connector` fed with this session's signals; stop both at the end."""
+    async with _signed_in(args) as client:
+        options = ConnectOptions(force_relay=args.force_relay, allow_loopback=args.allow_loopback)
+        connector = Connector(client.send_signal, client.get_ice_servers, options)
+        router = asyncio.create_task(_route_signals(client, connector, out))
+        try:
+            yield client, connector
+        finally:
+            router.cancel()
             await connector.close()
 
 
 async def _serve(connection: Connection, out: Output) -> None:
-    """Echo for one incoming connection, printing its path events, until its path is lost for good."""
+    """Echo for one incoming connection and print its path events, until cancelled."""
     echo = asyncio.create_task(echo_server(connection))
     try:
-        while True:
-            event = await connection.link.next_event()
-            emit_path_event(connection.peer, event, out.emit)
+        await print_path_events(connection, out.emit)
     finally:
         echo.cancel()
         connection.close()
@@ -254,10 +258,6 @@ async def _route_signals(client: SignallingClient, connector: Connector, out: Ou
         elif isinstance(event, ev.SessionEnded):
             out.emit("session_ended", event.reason, reason=event.reason)
             return
-
-
-def _connect_options(args: argparse.Namespace) -> ConnectOptions:
-    return ConnectOptions(force_relay=args.force_relay, allow_loopback=args.allow_loopback)
 
 
 # ---------------------------------------------------------------------------------------------- plumbing
