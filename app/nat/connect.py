@@ -26,7 +26,7 @@ import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from app.nat.candidates import Candidate, NatMapping, parse_candidates, parse_nat_mapping
 from app.nat.hole_punch import HolePunchConfig
@@ -144,7 +144,7 @@ def _split_ice_url(url: str) -> tuple[str | None, str | None, int, str | None]:
     if scheme not in ("stun", "turn"):
         return None, None, 0, None
     rest, _, query = rest.partition("?")
-    transport = query.partition("transport=")[2] or None if "transport=" in query else None
+    transport = parse_qs(query).get("transport", [None])[0]
     try:
         parts = urlsplit("//" + rest)
         host, port = parts.hostname, parts.port or DEFAULT_STUN_PORT

@@ -148,8 +148,7 @@ class PeerLink(asyncio.DatagramProtocol):
             self._punch.close()
         if self._turn is not None and not self._turn.done and self._transport is not None:
             self._turn.close(self._loop.time())
-            for data, addr in self._turn.datagrams_to_send(self._loop.time()):
-                self._transport.sendto(data, addr)
+            self._flush_turn(self._loop.time())
         if self._timer is not None:
             self._timer.cancel()
         if self._transport is not None:
@@ -260,8 +259,10 @@ class PeerLink(asyncio.DatagramProtocol):
                 return False
             self._pending.append((self._loop.time(), data))
             return True
-        self._send_via(path.via, path.remote_address, data)
-        self._pump()
+        if self._send_via(path.via, path.remote_address, data):
+            self._pump()  # a new relay peer: its permission request needs the timer
+        elif path.via == "relay":
+            self._flush_turn(self._loop.time())  # the ChannelData just queued; nothing else is due
         return True
 
     async def receive(self) -> bytes:
@@ -316,16 +317,28 @@ class PeerLink(asyncio.DatagramProtocol):
         except asyncio.QueueFull:
             self.dropped_app_datagrams += 1
 
-    def _send_via(self, via: Base, to: Address, data: bytes) -> None:
+    def _send_via(self, via: Base, to: Address, data: bytes) -> bool:
+        """Send (or queue in the TURN machine); True if ``to`` became a new relay peer."""
         assert self._transport is not None
         if via == "direct":
             self._transport.sendto(data, to)
-        elif self._turn is not None:
-            now = self._loop.time()
-            if to not in self._permitted:
-                self._permitted.add(to)
-                self._turn.add_peer(to, now)
-            self._turn.send_to_peer(to, data, now)
+            return False
+        if self._turn is None:
+            return False
+        now = self._loop.time()
+        new_peer = to not in self._permitted
+        if new_peer:
+            self._permitted.add(to)
+            self._turn.add_peer(to, now)
+        self._turn.send_to_peer(to, data, now)
+        return new_peer
+
+    def _flush_turn(self, now: float) -> None:
+        """Put what the TURN machine has queued (requests, Send indications, ChannelData) on the socket."""
+        assert self._transport is not None
+        if self._turn is not None:
+            for data, addr in self._turn.datagrams_to_send(now):
+                self._transport.sendto(data, addr)
 
     def _pump(self) -> None:
         """Move every machine's output to the socket and its events to their queues; re-arm the timer."""
@@ -354,8 +367,7 @@ class PeerLink(asyncio.DatagramProtocol):
                     progressed = True
             if self._turn is not None:
                 self._turn.handle_timer(now)
-                for data, addr in self._turn.datagrams_to_send(now):
-                    self._transport.sendto(data, addr)
+                self._flush_turn(now)
                 while (turn_event := self._turn.next_event()) is not None:
                     progressed = True
                     if isinstance(turn_event, DataReceived):
