@@ -383,6 +383,7 @@ class PeerLink(asyncio.DatagramProtocol):
         self._arm_timer()
 
     def _flush_pending(self, now: float) -> None:
+        """Send the datagrams held for a path once there is one; drop those held too long."""
         path = self.selected_path
         while self._pending:
             queued_at, data = self._pending[0]
@@ -394,6 +395,8 @@ class PeerLink(asyncio.DatagramProtocol):
                 self._send_via(path.via, path.remote_address, data)
             else:
                 break
+        if path is not None and path.via == "relay":
+            self._flush_turn(now)  # this runs after the pump's own flush: do not leave them queued
 
     def _arm_timer(self) -> None:
         if self._timer is not None:
