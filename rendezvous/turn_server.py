@@ -99,11 +99,11 @@ from rendezvous.wire.turn import (
     CHANNEL_MAX,
     CHANNEL_MIN,
     REQUESTED_TRANSPORT_UDP,
-    ChannelData,
     ChannelDataError,
     TurnErrorCode,
-    decode_channel_data,
+    channel_data_header,
     is_channel_data,
+    parse_channel_data,
     rest_password,
     rest_username_expiry,
 )
@@ -206,7 +206,8 @@ class _Allocation:
     token_time: float
     permissions: dict[str, float] = field(default_factory=dict)  # peer IP → expiry
     channels: dict[int, _Channel] = field(default_factory=dict)
-    channel_of_peer: dict[Address, int] = field(default_factory=dict)
+    # keyed by peer Address; typed wider so a raw socket-layer tuple can be looked up without parsing
+    channel_of_peer: dict[tuple[object, ...], int] = field(default_factory=dict)
     bytes_relayed: int = 0
     dropped: int = 0
 
@@ -262,7 +263,7 @@ class TurnServer:
         self._listen_port = server_address[1]
         self._rng = rng or random.Random()  # noqa: S311 - ports and indication ids need no secrecy
         self._nonce_key = nonce_key or secrets.token_bytes(32)
-        self._by_client: dict[Address, _Allocation] = {}
+        self._by_client: dict[tuple[object, ...], _Allocation] = {}  # keyed by client Address (see above)
         self._by_port: dict[int, _Allocation] = {}
         self._pending: dict[int, _Pending] = {}  # relay port → pending Allocate
         self._pending_by_client: dict[Address, _Pending] = {}
@@ -294,11 +295,11 @@ class TurnServer:
 
     def receive(self, data: bytes, source: tuple[object, ...], now: float) -> list[TurnAction]:
         """A datagram arrived on the listening port from ``source``."""
+        if is_channel_data(data):  # the hot path: data on a channel, before any address parsing
+            return self._channel_data(data, source, now)
         client = canonical_address(source)
         if client is None:
             return []
-        if is_channel_data(data):
-            return self._channel_data(data, client, now)
         if not is_stun(data):
             return []
         try:
@@ -338,15 +339,20 @@ class TurnServer:
     ) -> list[TurnAction]:
         """A peer sent ``data`` to the relay socket on ``relay_port`` (RFC 8656 §11.3, §12.6)."""
         allocation = self._by_port.get(relay_port)
-        address = canonical_address(peer)
-        if allocation is None or address is None or len(data) > MAX_RELAYED_BYTES:
+        if allocation is None or len(data) > MAX_RELAYED_BYTES:
+            return []
+        # A socket-layer IPv4 address is already canonical: a channel found by it is the usual case.
+        number = allocation.channel_of_peer.get(peer)
+        address = allocation.channels[number].peer if number is not None else canonical_address(peer)
+        if address is None:
             return []
         if allocation.permissions.get(address[0], 0.0) <= now or not self._spend(allocation, len(data), now):
             allocation.dropped += 1
             return []
-        number = allocation.channel_of_peer.get(address)
+        if number is None:
+            number = allocation.channel_of_peer.get(address)
         if number is not None and allocation.channels[number].expires > now:
-            return [Transmit(ChannelData(number, data).encode(), allocation.client)]
+            return [Transmit(channel_data_header(number, len(data)) + data, allocation.client)]
         indication = StunMessage(
             StunMethod.DATA,
             StunClass.INDICATION,
@@ -621,19 +627,23 @@ class TurnServer:
             return []
         return self._to_peer(allocation, peer.address, data.data, now)
 
-    def _channel_data(self, data: bytes, client: Address, now: float) -> list[TurnAction]:
+    def _channel_data(self, data: bytes, source: tuple[object, ...], now: float) -> list[TurnAction]:
         """RFC 8656 §12.6: data on a bound channel goes to its peer; on an unbound one it is dropped."""
-        allocation = self._by_client.get(client)
+        # Looked up by the socket-layer address first: a hit means it is already canonical (IPv4 always is).
+        allocation = self._by_client.get(source)
         if allocation is None:
-            return []
+            client = canonical_address(source)
+            allocation = self._by_client.get(client) if client is not None else None
+            if allocation is None:
+                return []
         try:
-            message = decode_channel_data(data)
+            number, payload = parse_channel_data(data)
         except ChannelDataError:
             return []
-        channel = allocation.channels.get(message.channel)
+        channel = allocation.channels.get(number)
         if channel is None or channel.expires <= now:
             return []
-        return self._to_peer(allocation, channel.peer, message.data, now)
+        return self._to_peer(allocation, channel.peer, payload, now)
 
     # ------------------------------------------------------------------------------------------ helpers
 

@@ -80,8 +80,13 @@ def is_channel_data(data: bytes) -> bool:
     return len(data) >= CHANNEL_DATA_HEADER_LENGTH and 0x40 <= data[0] <= 0x4F
 
 
-def decode_channel_data(data: bytes) -> ChannelData:
-    """Parse one datagram; raise `ChannelDataError` (only) if it is not a valid ChannelData message.
+def channel_data_header(channel: int, length: int) -> bytes:
+    """The 4-byte ChannelData header alone, for relays that prepend it to data they already hold."""
+    return _CHANNEL_HEADER.pack(channel, length)
+
+
+def parse_channel_data(data: bytes) -> tuple[int, bytes]:
+    """(channel, application data) of one datagram; raise `ChannelDataError` (only) if it is malformed.
 
     RFC 8656 §12.5: the length may be shorter than the datagram by up to 3 bytes of padding (a sender that
     pads as over TCP); anything else that disagrees is malformed and dropped.
@@ -94,7 +99,12 @@ def decode_channel_data(data: bytes) -> ChannelData:
     spare = len(data) - CHANNEL_DATA_HEADER_LENGTH - length
     if not 0 <= spare <= 3:
         raise ChannelDataError(f"ChannelData length {length} does not match the {len(data)}-byte datagram")
-    return ChannelData(channel, data[CHANNEL_DATA_HEADER_LENGTH : CHANNEL_DATA_HEADER_LENGTH + length])
+    return channel, data[CHANNEL_DATA_HEADER_LENGTH : CHANNEL_DATA_HEADER_LENGTH + length]
+
+
+def decode_channel_data(data: bytes) -> ChannelData:
+    """Parse one datagram into a `ChannelData`; raise `ChannelDataError` (only) if it is malformed."""
+    return ChannelData(*parse_channel_data(data))
 
 
 @dataclass(frozen=True)
