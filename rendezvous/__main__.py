@@ -67,8 +67,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tls-cert", type=Path, help="PEM certificate chain; enables wss://")
     parser.add_argument("--tls-key", type=Path, help="PEM private key for --tls-cert")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    turn = parser.add_argument_group("TURN relay (RFC 8656, UDP, on the STUN port)")
+    turn = parser.add_argument_group(
+        "TURN relay (RFC 8656, on the STUN port: UDP, and TCP for UDP-blocked clients)"
+    )
     turn.add_argument("--no-turn", action="store_true", help="answer STUN only; relay nothing")
+    turn.add_argument(
+        "--no-turn-tcp", action="store_true", help="do not accept TURN over TCP on the STUN port number"
+    )
     turn.add_argument(
         "--turn-secret-file",
         type=Path,
@@ -117,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         tls_key=args.tls_key,
         turn=TurnConfig(
             enabled=not args.no_turn,
+            tcp=not args.no_turn_tcp,
             secret_file=args.turn_secret_file,
             realm=args.turn_realm,
             relay_ip=args.relay_ip,

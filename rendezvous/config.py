@@ -67,7 +67,7 @@ class TurnQuotas:
 
 @dataclass(frozen=True)
 class TurnConfig:
-    """The TURN relay on the STUN port (RFC 8656 over UDP) and the credentials handed to signed-in users."""
+    """The TURN relay on the STUN port (RFC 8656, UDP and TCP) and the credentials for signed-in users."""
 
     enabled: bool = True
     #: TURN REST shared secret (coturn's ``static-auth-secret``). None: read or create ``turn_secret`` in the
@@ -84,6 +84,11 @@ class TurnConfig:
     external_ip: str | None = None
     #: Host name or IP put in the stun:/turn: URLs of ``get_ice_servers``; None: the host the client used.
     public_host: str | None = None
+    #: Also accept TURN over TCP on the STUN port number (RFC 8656 §3.1), for clients whose network blocks
+    #: outbound UDP; the relay still talks UDP to peers.
+    tcp: bool = True
+    #: A TCP connection that holds no allocation is closed after this many seconds.
+    tcp_idle_timeout: float = 30.0
     #: Relay ports, inclusive (RFC 8656 §7.2 suggests 49152-65535).
     min_port: int = 49152
     max_port: int = 65535

@@ -91,8 +91,9 @@ class RendezvousServer:
                     )
                 except OSError as exc:
                     raise StartupError(
-                        f"Cannot open the STUN/TURN port {config.host}:{config.stun_port} ({exc.strerror}). "
-                        "Choose another with --stun-port, or --stun-port off."
+                        f"Cannot open the STUN/TURN port {config.host}:{config.stun_port} ({exc.strerror}; "
+                        "TURN needs it on UDP and on TCP). "
+                        "Choose another with --stun-port, or --no-turn-tcp, or --stun-port off."
                     ) from exc
                 except ValueError as exc:
                     raise StartupError(f"Cannot start the TURN relay: {exc}. See --relay-ip.") from exc

@@ -438,6 +438,8 @@ class SignallingService:
             urls.append(f"stun:{host}:{self._stun_port}")
         if self._turn_port is not None and credentials is not None:
             urls.append(f"turn:{host}:{self._turn_port}?transport=udp")
+            if self._turn.tcp:
+                urls.append(f"turn:{host}:{self._turn_port}?transport=tcp")
             servers.append(
                 IceServer(tuple(urls), credentials.username, credentials.password, credentials.expires)
             )

@@ -1,6 +1,6 @@
 """The asyncio adapter of the TURN relay: sockets and a timer around the sans-IO `TurnServer`.
 
-Every socket is a plain non-blocking UDP socket read with ``loop.add_reader``: the listening (STUN) port and
+UDP sockets are plain non-blocking sockets read with ``loop.add_reader``: the listening (STUN) port and
 one relay socket per allocation, bound on the relay IP to the port the machine picks (so opening one is
 synchronous and the machine hears at once whether the port was free). One timer, re-armed after every
 control input, serves expiries. No protocol decisions live here: receive → feed the machine → carry out
@@ -10,6 +10,11 @@ Relaying is the hot path (two datagrams in and two out per round trip of a call 
 wakeup drains up to `_READS_PER_WAKEUP` datagrams from a socket, reads the clock once per wakeup, and a
 lone data action (`Transmit` or `RelayTransmit`) is sent straight away without the general action loop.
 Sends never queue: a full socket buffer drops the datagram, as a router would (this is UDP).
+
+TURN over TCP (RFC 8656 §3.1) listens on the same port number: each connection is one client (its key
+carries "tcp", see `ClientKey`), cut into frames by `StreamFramer`; its allocation ends when it closes. A
+connection that holds no allocation for ``tcp_idle_timeout`` is closed, and no more connections are kept
+than allocations may exist (``quotas.max_allocations``), so idle sockets cannot exhaust the server.
 """
 
 from __future__ import annotations
@@ -20,12 +25,14 @@ import logging
 import socket
 import time
 from collections.abc import Callable
+from typing import cast
 
 from rendezvous.config import TurnConfig
 from rendezvous.log import log_event
 from rendezvous.turn_server import (
     AllocationCreated,
     AllocationEnded,
+    ClientKey,
     CloseRelay,
     OpenRelay,
     RelayTransmit,
@@ -34,6 +41,7 @@ from rendezvous.turn_server import (
     TurnServer,
 )
 from rendezvous.wire.stun import Address
+from rendezvous.wire.turn import FramingError, StreamFramer, stream_frame
 
 log = logging.getLogger("punchline.turn")
 
@@ -41,6 +49,8 @@ _READS_PER_WAKEUP = 64  # datagrams read from one socket before yielding to the 
 _RELAY_BUFFER_BYTES = 1 << 20  # receive buffer of each relay socket (bursts of a file transfer)
 _LISTEN_BUFFER_BYTES = 4 << 20  # buffers of the listening socket, which carries every client's traffic
 _MAX_DATAGRAM = 65_535
+#: Bytes queued on one TCP client connection above which frames to it are dropped (it is not reading).
+_TCP_WRITE_LIMIT = 1 << 20
 
 
 def _udp_socket(host: str, port: int, buffer_bytes: int) -> socket.socket:
@@ -55,6 +65,73 @@ def _udp_socket(host: str, port: int, buffer_bytes: int) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+class _TcpClient(asyncio.Protocol):
+    """One TURN-over-TCP connection: frames in go to the relay; `write` pads and queues frames out."""
+
+    def __init__(self, relay: TurnRelay) -> None:
+        self._relay = relay
+        self._framer = StreamFramer()
+        self._transport: asyncio.Transport | None = None
+        self._idle_check: asyncio.TimerHandle | None = None
+        self.key: ClientKey = ("", 0, "tcp")
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Register with the relay (or close at once when it is full); start the idle check."""
+        self._transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        self.key = (str(peer[0]), int(peer[1]), "tcp")
+        if not self._relay._tcp_opened(self):
+            log_event(log, "turn_tcp_refused", level=logging.DEBUG, client=f"{peer[0]}:{peer[1]}")
+            self._transport.abort()
+            return
+        self._schedule_idle_check()
+
+    def data_received(self, data: bytes) -> None:
+        """Cut the stream into frames; garbage closes the connection (there is no next frame to find)."""
+        try:
+            frames = self._framer.feed(data)
+        except FramingError as exc:
+            log_event(log, "turn_tcp_garbage", level=logging.DEBUG, client=self.key[0], error=str(exc))
+            self.close()
+            return
+        for frame in frames:
+            self._relay._tcp_frame(self, frame)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """The client went away: so does its allocation."""
+        if self._idle_check is not None:
+            self._idle_check.cancel()
+        self._relay._tcp_closed(self)
+
+    def write(self, message: bytes) -> bool:
+        """Queue one frame; False (dropped) when the client has not read the last `_TCP_WRITE_LIMIT` bytes."""
+        transport = self._transport
+        if (
+            transport is None
+            or transport.is_closing()
+            or transport.get_write_buffer_size() > _TCP_WRITE_LIMIT
+        ):
+            return False
+        transport.write(stream_frame(message))
+        return True
+
+    def close(self) -> None:
+        """Abort the connection (`connection_lost` follows)."""
+        if self._transport is not None:
+            self._transport.abort()
+
+    def _schedule_idle_check(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._idle_check = loop.call_later(self._relay._idle_timeout, self._check_idle)
+
+    def _check_idle(self) -> None:
+        if self._relay._tcp_idle(self):
+            log_event(log, "turn_tcp_idle", level=logging.DEBUG, client=self.key[0])
+            self.close()
+        else:
+            self._schedule_idle_check()
 
 
 def _numeric(host: str) -> str:
@@ -83,6 +160,10 @@ class TurnRelay:
         self._listener = listener
         self._machine = TurnServer(config, secret=secret, server_address=self.address, relay_ip=external_ip)
         self._relays: dict[int, socket.socket] = {}
+        self._tcp_clients: dict[ClientKey, _TcpClient] = {}
+        self._tcp_server: asyncio.Server | None = None
+        self._idle_timeout = config.tcp_idle_timeout
+        self._max_tcp_clients = config.quotas.max_allocations
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._loop = asyncio.get_running_loop()
@@ -114,7 +195,21 @@ class TurnRelay:
             self._timer = None
         self._loop.remove_reader(self._listener.fileno())
         self._listener.close()
+        if self._tcp_server is not None:
+            self._tcp_server.close()
+        for client in list(self._tcp_clients.values()):
+            client.close()
         log_event(log, "turn_stopped", sent=self.sent, dropped=self.dropped)
+
+    async def listen_tcp(self) -> None:
+        """Accept TURN over TCP on the listening address's IP and port number (OSError if it is taken)."""
+        host, port = self.address
+        self._tcp_server = await self._loop.create_server(lambda: _TcpClient(self), host, port)
+
+    @property
+    def tcp_clients(self) -> int:
+        """TURN-over-TCP connections open now."""
+        return len(self._tcp_clients)
 
     # ------------------------------------------------------------------------------------------ sockets
 
@@ -155,7 +250,14 @@ class TurnRelay:
             if self._relays.get(port) is not sock:
                 return  # the allocation ended while handling this datagram
 
-    def _send_to_client(self, data: bytes, address: Address) -> None:
+    def _send_to_client(self, data: bytes, address: ClientKey) -> None:
+        if len(address) == 3:
+            client = self._tcp_clients.get(address)
+            if client is None or not client.write(data):
+                self.dropped += 1
+            else:
+                self.sent += 1
+            return
         try:
             self._listener.sendto(data, address)
         except OSError:  # full buffer or unreachable: this is UDP, the datagram is lost
@@ -226,6 +328,28 @@ class TurnRelay:
                 )
         self._rearm()
 
+    # ------------------------------------------------------------------------------------------ tcp
+
+    def _tcp_opened(self, client: _TcpClient) -> bool:
+        """A new TCP connection; False (close it) when the server holds as many as it may."""
+        if self._closed or len(self._tcp_clients) >= self._max_tcp_clients:
+            return False
+        self._tcp_clients[client.key] = client
+        return True
+
+    def _tcp_frame(self, client: _TcpClient, frame: bytes) -> None:
+        self._apply(self._machine.receive(frame, client.key[:2], self._clock(), "tcp"))
+
+    def _tcp_closed(self, client: _TcpClient) -> None:
+        if self._tcp_clients.get(client.key) is client:
+            del self._tcp_clients[client.key]
+            if not self._closed:
+                self._apply(self._machine.client_closed(client.key[:2], self._clock()))
+
+    def _tcp_idle(self, client: _TcpClient) -> bool:
+        """Whether ``client``'s connection holds no allocation (then it is closed)."""
+        return not self._machine.has_allocation(client.key)
+
     # ------------------------------------------------------------------------------------------ timer
 
     def _rearm(self) -> None:
@@ -259,15 +383,26 @@ async def start_turn_relay(
     external_ip = config.external_ip or relay_ip
     if ipaddress.ip_address(external_ip).is_unspecified:
         raise ValueError(f"the relay binds {relay_ip}: set an external IP for clients to reach it")
-    listener = _udp_socket(_numeric(host), port, _LISTEN_BUFFER_BYTES)
-    try:
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _LISTEN_BUFFER_BYTES)
-        relay = TurnRelay(
-            config, listener, secret=secret, relay_ip=relay_ip, external_ip=external_ip, clock=clock
-        )
-    except BaseException:
-        listener.close()
-        raise
+    numeric = _numeric(host)
+    # With port 0 the UDP port is the kernel's pick, which TCP may already use there: pick again.
+    for attempt in range(1 if port else 8):
+        listener = _udp_socket(numeric, port, _LISTEN_BUFFER_BYTES)
+        try:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _LISTEN_BUFFER_BYTES)
+            relay = TurnRelay(
+                config, listener, secret=secret, relay_ip=relay_ip, external_ip=external_ip, clock=clock
+            )
+        except BaseException:
+            listener.close()
+            raise
+        try:
+            if config.tcp:
+                await relay.listen_tcp()
+            break
+        except OSError:
+            relay.close()
+            if port or attempt == 7:
+                raise
     bound_host, bound_port = relay.address
     log_event(
         log,

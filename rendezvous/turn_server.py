@@ -124,15 +124,23 @@ _TURN_REQUESTS = frozenset(
 )
 
 
+#: A client's transport address as the machine keys it: (ip, port) over UDP, (ip, port, "tcp") over TCP.
+#: The transport is part of the 5-tuple (RFC 8656 §2): behind a port-preserving NAT a UDP client and a TCP
+#: client can share an ip:port.
+ClientKey = tuple[str, int] | tuple[str, int, Literal["tcp"]]
+Transport = Literal["udp", "tcp"]
+EndReason = Literal["expired", "deleted", "closed", "shutdown"]
+
+
 # --- actions -------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Transmit:
-    """Send ``data`` from the listening port to a client."""
+    """Send ``data`` to a client: from the listening port, or on its TCP connection (a "tcp" key)."""
 
     data: bytes
-    address: Address
+    address: ClientKey
 
 
 @dataclass(frozen=True)
@@ -163,19 +171,20 @@ class AllocationCreated:
     """An allocation now exists (for the log: who, from where, which relay port, for how long)."""
 
     relay_port: int
-    client: Address
+    client: ClientKey
     user: str
     lifetime: int
 
 
 @dataclass(frozen=True)
 class AllocationEnded:
-    """An allocation ended: it expired, the client deleted it (Refresh 0), or the server shut down."""
+    """An allocation ended: it expired, the client deleted it (Refresh 0) or closed its TCP connection, or the
+    server shut down."""
 
     relay_port: int
-    client: Address
+    client: ClientKey
     user: str
-    reason: Literal["expired", "deleted", "shutdown"]
+    reason: EndReason
     bytes_relayed: int
     datagrams_dropped: int
 
@@ -194,7 +203,7 @@ class _Channel:
 
 @dataclass
 class _Allocation:
-    client: Address
+    client: ClientKey
     relay_port: int
     username: str
     user: str
@@ -217,7 +226,7 @@ class _Pending:
     """An Allocate waiting for its relay socket (`OpenRelay` → `relay_opened`)."""
 
     request: StunMessage
-    client: Address
+    client: ClientKey
     username: str
     user: str
     key: bytes
@@ -266,7 +275,7 @@ class TurnServer:
         self._by_client: dict[tuple[object, ...], _Allocation] = {}  # keyed by client Address (see above)
         self._by_port: dict[int, _Allocation] = {}
         self._pending: dict[int, _Pending] = {}  # relay port → pending Allocate
-        self._pending_by_client: dict[Address, _Pending] = {}
+        self._pending_by_client: dict[ClientKey, _Pending] = {}
         self._per_user: dict[str, int] = {}
         self._deadlines: list[tuple[float, int]] = []  # (expiry, relay port), stale entries skipped
 
@@ -276,6 +285,10 @@ class TurnServer:
     def allocation_count(self) -> int:
         """Allocations alive right now."""
         return len(self._by_port)
+
+    def has_allocation(self, client: ClientKey) -> bool:
+        """Whether ``client`` (a `ClientKey`) holds an allocation, or has one being opened."""
+        return client in self._by_client or client in self._pending_by_client
 
     def relay_ports(self) -> tuple[int, ...]:
         """Relay ports of the live allocations."""
@@ -293,13 +306,26 @@ class TurnServer:
 
     # ------------------------------------------------------------------------------------------ inputs
 
-    def receive(self, data: bytes, source: tuple[object, ...], now: float) -> list[TurnAction]:
-        """A datagram arrived on the listening port from ``source``."""
-        if is_channel_data(data):  # the hot path: data on a channel, before any address parsing
+    def receive(
+        self, data: bytes, source: tuple[object, ...], now: float, transport: Transport = "udp"
+    ) -> list[TurnAction]:
+        """A datagram arrived on the listening port from ``source``, or a frame on its TCP connection."""
+        client: ClientKey
+        if transport == "tcp":
+            address = canonical_address(source)
+            if address is None:
+                return []
+            client = (address[0], address[1], "tcp")
+            source = client
+            if is_channel_data(data):
+                return self._channel_data(data, client, now)
+        elif is_channel_data(data):  # the hot path: data on a channel, before any address parsing
             return self._channel_data(data, source, now)
-        client = canonical_address(source)
-        if client is None:
-            return []
+        else:
+            address = canonical_address(source)
+            if address is None:
+                return []
+            client = address
         if not is_stun(data):
             return []
         try:
@@ -307,7 +333,7 @@ class TurnServer:
         except StunDecodeError:
             return []
         if message.method == StunMethod.BINDING:
-            reply = binding_answer(data, client)
+            reply = binding_answer(data, client[:2])
             return [Transmit(reply, client)] if reply is not None else []
         if message.message_class == StunClass.INDICATION and message.method == StunMethod.SEND:
             return self._send_indication(message, client, now)
@@ -388,7 +414,7 @@ class TurnServer:
         response = request.success_response(
             XorRelayedAddress((self._relay_ip, relay_port)),
             Lifetime(pending.lifetime),
-            XorMappedAddress(pending.client),
+            XorMappedAddress(pending.client[:2]),
         ).encode(integrity_key=pending.key, fingerprint=True)
         allocation = _Allocation(
             client=pending.client,
@@ -411,6 +437,18 @@ class TurnServer:
             Transmit(response, pending.client),
         ]
 
+    def client_closed(self, source: tuple[object, ...], now: float) -> list[TurnAction]:
+        """A TCP client's connection closed: its allocation goes with it (RFC 8656 §3.1, §7)."""
+        address = canonical_address(source)
+        if address is None:
+            return []
+        client: ClientKey = (address[0], address[1], "tcp")
+        pending = self._pending_by_client.pop(client, None)
+        if pending is not None:
+            self._pending = {port: p for port, p in self._pending.items() if p is not pending}
+        allocation = self._by_client.get(client)
+        return self._end(allocation, "closed") if allocation is not None else []
+
     def handle_timer(self, now: float) -> list[TurnAction]:
         """End the allocations whose lifetime ran out (RFC 8656 §7: no Refresh in time)."""
         actions: list[TurnAction] = []
@@ -431,7 +469,7 @@ class TurnServer:
     # ------------------------------------------------------------------------------------------ auth
 
     def _authenticate(
-        self, message: StunMessage, data: bytes, client: Address, now: float
+        self, message: StunMessage, data: bytes, client: ClientKey, now: float
     ) -> _Auth | list[TurnAction]:
         """RFC 8489 §9.2.4, with TURN REST usernames and passwords derived from the shared secret."""
         if message.find(MessageIntegrity) is None:
@@ -449,16 +487,16 @@ class TurnServer:
             return self._challenge(message, client, now, TurnErrorCode.STALE_NONCE, "Stale Nonce")
         return _Auth(username.name, key)
 
-    def _nonce(self, client: Address, now: float) -> str:
+    def _nonce(self, client: ClientKey, now: float) -> str:
         """A stateless nonce: issue time in hex, then a MAC over it and the client's IP (RFC 8489 §9.2)."""
         stamp = f"{max(0, int(now)):x}"
         return stamp + self._nonce_mac(stamp, client)
 
-    def _nonce_mac(self, stamp: str, client: Address) -> str:
+    def _nonce_mac(self, stamp: str, client: ClientKey) -> str:
         text = f"{stamp}|{client[0]}".encode()
         return hmac.new(self._nonce_key, text, hashlib.sha256).hexdigest()[:_NONCE_MAC_CHARS]
 
-    def _nonce_valid(self, nonce: str, client: Address, now: float) -> bool:
+    def _nonce_valid(self, nonce: str, client: ClientKey, now: float) -> bool:
         stamp, mac = nonce[:-_NONCE_MAC_CHARS], nonce[-_NONCE_MAC_CHARS:]
         if not nonce.isascii() or not _NONCE_STAMP.fullmatch(stamp):
             return False
@@ -467,37 +505,37 @@ class TurnServer:
         return 0 <= now - int(stamp, 16) < self._config.nonce_lifetime
 
     def _challenge(
-        self, message: StunMessage, client: Address, now: float, code: int, reason: str
+        self, message: StunMessage, client: ClientKey, now: float, code: int, reason: str
     ) -> list[TurnAction]:
         """401 or 438 with REALM and a fresh NONCE, no MESSAGE-INTEGRITY (RFC 8489 §9.2.4)."""
         reply = message.error_response(code, reason, Realm(self._realm), Nonce(self._nonce(client, now)))
         return self._bounded(reply.encode(fingerprint=True), client)
 
-    def _unsigned(self, message: StunMessage, client: Address, code: int, reason: str) -> list[TurnAction]:
+    def _unsigned(self, message: StunMessage, client: ClientKey, code: int, reason: str) -> list[TurnAction]:
         return self._bounded(message.error_response(code, reason).encode(fingerprint=True), client)
 
     @staticmethod
-    def _bounded(data: bytes, client: Address) -> list[TurnAction]:
+    def _bounded(data: bytes, client: ClientKey) -> list[TurnAction]:
         if len(data) > MAX_UNAUTHENTICATED_ANSWER:
             return []  # cannot happen with a realm of at most 32 bytes; kept so no answer can amplify
         return [Transmit(data, client)]
 
     def _error(
-        self, message: StunMessage, client: Address, auth: _Auth, code: int, reason: str, *extra: Attribute
+        self, message: StunMessage, client: ClientKey, auth: _Auth, code: int, reason: str, *extra: Attribute
     ) -> list[TurnAction]:
         """An error answer to an authenticated request, signed with its key (RFC 8489 §9.2.4)."""
         reply = message.error_response(code, reason, *extra)
         return [Transmit(reply.encode(integrity_key=auth.key, fingerprint=True), client)]
 
     def _success(
-        self, message: StunMessage, client: Address, auth: _Auth, *attrs: Attribute
+        self, message: StunMessage, client: ClientKey, auth: _Auth, *attrs: Attribute
     ) -> list[TurnAction]:
         reply = message.success_response(*attrs)
         return [Transmit(reply.encode(integrity_key=auth.key, fingerprint=True), client)]
 
     # ------------------------------------------------------------------------------------------ methods
 
-    def _allocate(self, message: StunMessage, client: Address, auth: _Auth, now: float) -> list[TurnAction]:
+    def _allocate(self, message: StunMessage, client: ClientKey, auth: _Auth, now: float) -> list[TurnAction]:
         """RFC 8656 §7.2."""
         existing = self._by_client.get(client)
         if existing is not None:
@@ -617,7 +655,7 @@ class TurnServer:
         allocation.permissions[peer[0]] = now + PERMISSION_LIFETIME
         return self._success(message, client, auth)
 
-    def _send_indication(self, message: StunMessage, client: Address, now: float) -> list[TurnAction]:
+    def _send_indication(self, message: StunMessage, client: ClientKey, now: float) -> list[TurnAction]:
         """RFC 8656 §11.2: relay DATA to XOR-PEER-ADDRESS if permitted; otherwise drop without a word."""
         allocation = self._by_client.get(client)
         if allocation is None or message.unknown_comprehension_required():
@@ -721,9 +759,7 @@ class TurnServer:
             if allocation.channel_of_peer.get(peer) == number:
                 del allocation.channel_of_peer[peer]
 
-    def _end(
-        self, allocation: _Allocation, reason: Literal["expired", "deleted", "shutdown"]
-    ) -> list[TurnAction]:
+    def _end(self, allocation: _Allocation, reason: EndReason) -> list[TurnAction]:
         self._by_port.pop(allocation.relay_port, None)
         self._by_client.pop(allocation.client, None)
         left = self._per_user.get(allocation.user, 1) - 1

@@ -140,3 +140,10 @@ async def no_event_within(client: SignallingClient, predicate: Callable[[Any], b
     except TimeoutError:
         return
     raise AssertionError(f"unexpected event {event}")
+
+
+async def eventually(condition: Callable[[], bool], timeout: float = 2.0) -> None:
+    """Wait until ``condition()`` holds (polling a counter that has no event to wait on)."""
+    async with asyncio.timeout(timeout):
+        while not condition():  # noqa: ASYNC110 - nothing to wait on but the value itself
+            await asyncio.sleep(0.01)

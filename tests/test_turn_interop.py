@@ -140,6 +140,7 @@ async def test_ice_server_credentials_work_with_coturn_and_with_our_relay(tmp_pa
             assert ours.urls == (
                 f"stun:127.0.0.1:{server.stun_port}",
                 f"turn:127.0.0.1:{server.stun_port}?transport=udp",
+                f"turn:127.0.0.1:{server.stun_port}?transport=tcp",
             )
             assert external.urls == turn.external_servers
             assert ours.username is not None
@@ -167,6 +168,7 @@ async def test_ice_servers_use_the_public_host_and_need_a_sign_in(tmp_path: Path
         assert entry.urls == (
             f"stun:turn.example.org:{server.stun_port}",
             f"turn:turn.example.org:{server.stun_port}?transport=udp",
+            f"turn:turn.example.org:{server.stun_port}?transport=tcp",
         )
         async with connect(server.url) as ws:
             reply = await RawClient(ws).request("get_ice_servers")

@@ -40,11 +40,14 @@ from rendezvous.wire.stun import (
 from rendezvous.wire.turn import (
     ChannelData,
     ChannelDataError,
+    FramingError,
+    StreamFramer,
     decode_channel_data,
     is_channel_data,
     make_rest_credentials,
     rest_password,
     rest_username_expiry,
+    stream_frame,
 )
 from tests.test_stun_codec import hex_bytes
 
@@ -161,3 +164,59 @@ def test_rest_credentials_match_coturns_formula() -> None:
         assert rest_username_expiry(bad) is None
     with pytest.raises(ValueError, match="':'"):
         make_rest_credentials("s", "a:b", now=0, ttl=1)
+
+
+# --- TURN over TCP: stream framing (RFC 8656 §12.5) ----------------------------------------------------
+
+
+def _stream_messages() -> list[bytes]:
+    """A Binding request, ChannelData of every padding length, and an empty ChannelData."""
+    binding = StunMessage(StunMethod.BINDING, StunClass.REQUEST, bytes(range(12))).encode(fingerprint=True)
+    channel = [ChannelData(0x4000 + n, bytes([n]) * n).encode() for n in range(1, 6)]
+    return [binding, *channel, ChannelData(0x4FFF, b"").encode()]
+
+
+def test_stream_frame_pads_channel_data_only() -> None:
+    binding, *channel_data = _stream_messages()
+    assert stream_frame(binding) == binding
+    for message in channel_data:
+        framed = stream_frame(message)
+        assert len(framed) % 4 == 0
+        assert framed[: len(message)] == message
+        assert decode_channel_data(framed) == decode_channel_data(message)
+
+
+@given(st.lists(st.integers(min_value=1, max_value=40), max_size=30))
+def test_stream_framer_gives_the_same_frames_however_the_stream_is_cut(cuts: list[int]) -> None:
+    messages = _stream_messages()
+    stream = b"".join(stream_frame(m) for m in messages)
+    framer = StreamFramer()
+    frames: list[bytes] = []
+    offset = 0
+    for cut in [*cuts, len(stream)]:
+        frames += framer.feed(stream[offset : offset + cut])
+        offset += cut
+    assert frames == [stream_frame(m) for m in messages]
+
+
+@pytest.mark.parametrize(
+    ("garbage", "why"),
+    [
+        (b"\x16\x03\x01\x02\x00\x01", "neither STUN nor ChannelData"),  # a TLS ClientHello (turns: here)
+        (bytes([0x80, 0, 0, 0]), "neither STUN nor ChannelData"),
+        (bytes([0, 1, 0, 3]) + bytes(16), "not a multiple of 4"),
+        (bytes([0, 1, 0, 0]) + b"\x00\x00\x00\x00" + bytes(12), "magic cookie"),
+    ],
+)
+def test_stream_framer_refuses_what_it_cannot_frame(garbage: bytes, why: str) -> None:
+    with pytest.raises(FramingError, match=why):
+        StreamFramer().feed(garbage)
+
+
+@given(st.binary(max_size=200))
+def test_stream_framer_raises_only_its_own_error(data: bytes) -> None:
+    try:
+        frames = StreamFramer().feed(data)
+    except FramingError:
+        return
+    assert sum(len(f) for f in frames) <= len(data)

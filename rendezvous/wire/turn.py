@@ -15,6 +15,11 @@ messages: their methods and attributes live in ``rendezvous.wire.stun``. This mo
   Channel numbers are 0x4000-0x4FFF, so the first byte (64-79) tells ChannelData apart from STUN (0-3)
   and QUIC (128-191) on one socket (RFC 7983 §7).
 
+* **Stream framing** (RFC 8656 §12.5, RFC 8489 §6.2.2) for TURN over TCP, where the client reaches the
+  relay over a TCP connection (networks that block outbound UDP) and the relay still talks UDP to peers.
+  STUN messages carry their own length; ChannelData is padded to a multiple of four bytes on a stream.
+  `StreamFramer` cuts the byte stream back into messages; `stream_frame` pads one for writing.
+
 * **Time-limited credentials** in the "TURN REST API" style (draft-uberti-behave-turn-rest-00), which
   coturn implements as ``use-auth-secret``: the username is ``"<unix expiry>:<user>"`` and the password is
   base64(HMAC-SHA1(shared secret, username)). The rendezvous server hands these to signed-in users; any TURN
@@ -29,6 +34,9 @@ import hmac
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
+
+from rendezvous.wire.stun import HEADER_LENGTH as STUN_HEADER_LENGTH
+from rendezvous.wire.stun import MAGIC_COOKIE_BYTES
 
 CHANNEL_MIN = 0x4000
 CHANNEL_MAX = 0x4FFF  # RFC 8656 §12: 0x5000-0x7FFF are reserved
@@ -105,6 +113,56 @@ def parse_channel_data(data: bytes) -> tuple[int, bytes]:
 def decode_channel_data(data: bytes) -> ChannelData:
     """Parse one datagram into a `ChannelData`; raise `ChannelDataError` (only) if it is malformed."""
     return ChannelData(*parse_channel_data(data))
+
+
+class FramingError(Exception):
+    """The TCP stream holds something that is neither STUN nor ChannelData: the connection must close."""
+
+
+def stream_frame(message: bytes) -> bytes:
+    """``message`` as written to a TCP stream: ChannelData padded to a multiple of 4 (RFC 8656 §12.5)."""
+    if is_channel_data(message) and len(message) % 4:
+        return message + bytes(4 - len(message) % 4)
+    return message
+
+
+class StreamFramer:
+    """Splits a TURN-over-TCP byte stream into STUN messages and ChannelData frames, sans-IO.
+
+    `feed` takes whatever the socket read and returns the complete frames so far (ChannelData with its
+    padding, which `parse_channel_data` accepts). Anything that starts with neither a STUN header (first two
+    bits 0, magic cookie) nor a channel number 0x4000-0x4FFF raises `FramingError`: with no way to find the
+    next frame, the connection is unusable. The buffer never holds more than one frame's worth.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Append ``data``; return every complete frame it finished."""
+        self._buffer += data
+        frames: list[bytes] = []
+        buffer = self._buffer
+        offset = 0
+        while len(buffer) - offset >= CHANNEL_DATA_HEADER_LENGTH:
+            first = buffer[offset]
+            length = int.from_bytes(buffer[offset + 2 : offset + 4], "big")
+            if 0x40 <= first <= 0x4F:
+                size = CHANNEL_DATA_HEADER_LENGTH + length + (-length % 4)
+            elif first < 4:
+                if length % 4:
+                    raise FramingError(f"a STUN length of {length} is not a multiple of 4")
+                size = STUN_HEADER_LENGTH + length
+                if len(buffer) - offset >= 8 and buffer[offset + 4 : offset + 8] != MAGIC_COOKIE_BYTES:
+                    raise FramingError("a STUN header without the magic cookie")
+            else:
+                raise FramingError(f"a frame starting with byte {first:#04x} is neither STUN nor ChannelData")
+            if len(buffer) - offset < size:
+                break
+            frames.append(bytes(buffer[offset : offset + size]))
+            offset += size
+        del buffer[:offset]
+        return frames
 
 
 @dataclass(frozen=True)
