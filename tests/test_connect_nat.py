@@ -83,8 +83,11 @@ async def test_symmetric_nats_fall_back_to_the_relay_and_say_why(
     assert lines[-1]["received"] == 10, lines
 
 
-async def coturn_instead_of_our_relay(lab: Lab) -> list[str]:
-    """coturn (Debian's package) on the server at UDP 3479 with our shared secret; our relay switched off."""
+async def coturn_instead_of_our_relay(lab: Lab, *, tcp: bool = False) -> list[str]:
+    """coturn (Debian's package) on the server at 3479 with our shared secret; our relay switched off.
+
+    UDP only, unless ``tcp``: then coturn also listens on TCP 3479 and is advertised with both URLs.
+    """
     turnserver = shutil.which("turnserver")
     if turnserver is None:
         pytest.skip("coturn's turnserver (Debian: coturn) is not installed")
@@ -94,14 +97,26 @@ async def coturn_instead_of_our_relay(lab: Lab) -> list[str]:
     secret_file.chmod(0o600)
     ip = lab.server.ip
     await lab.spawn(
-        "server", turnserver, "-n", "--no-cli", "--no-tls", "--no-dtls", "--no-tcp", "--use-auth-secret",
+        "server", turnserver, "-n", "--no-cli", "--no-tls", "--no-dtls", *([] if tcp else ["--no-tcp"]),
+        "--use-auth-secret",
         "--static-auth-secret", "lab-shared-secret", "--realm", "punchline", "--listening-ip", ip,
         "--listening-port", "3479", "--relay-ip", ip, "--min-port", "49152", "--max-port", "65535",
         "--pidfile", str(lab.work_dir / "turnserver.pid"), "--db", str(lab.work_dir / "turndb"),
         "--log-file", str(lab.work_dir / "turnserver.log"), "--simple-log", "--no-stdout-log", "--verbose",
         stdin=False,
     )  # fmt: skip
-    return ["--no-turn", "--turn-secret-file", str(secret_file), "--turn-server", f"turn:{ip}:3479"]
+    urls = [f"turn:{ip}:3479?transport=udp", *([f"turn:{ip}:3479?transport=tcp"] if tcp else [])]
+    return [
+        "--no-turn",
+        "--turn-secret-file",
+        str(secret_file),
+        *(a for u in urls for a in ("--turn-server", u)),
+    ]
+
+
+async def coturn_over_tcp(lab: Lab) -> list[str]:
+    """`coturn_instead_of_our_relay` with TURN over TCP on."""
+    return await coturn_instead_of_our_relay(lab, tcp=True)
 
 
 async def test_symmetric_nats_relay_through_coturn_in_place_of_ours(
@@ -119,6 +134,21 @@ async def test_symmetric_nats_relay_through_coturn_in_place_of_ours(
     while "ALLOCATE processed, success" not in log_file.read_text(errors="replace"):
         assert time.monotonic() < deadline, log_file.read_text(errors="replace")[-2000:]
         await asyncio.sleep(0.2)
+
+
+@pytest.mark.parametrize("relay", [None, coturn_over_tcp], ids=["our relay", "coturn"])
+async def test_a_network_without_outbound_udp_is_relayed_over_tcp(
+    nat_lab: LabFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    relay: Callable[[Lab], Awaitable[list[str]]] | None,
+) -> None:
+    """The left router forwards no UDP at all: no STUN, no punching; TURN over TCP to the relay carries it."""
+    _, lines = await scenario(nat_lab, monkeypatch, "udp_blocked", "cone", relay=relay)
+    path = first_path(lines)
+    assert path["kind"] == "relayed", lines
+    assert path["relay_transport"] == "tcp", path
+    assert path["reason"] == "our network lets no UDP out: the relay is reached over TCP", path
+    assert lines[-1]["received"] == lines[-1]["sent"] == 10, lines
 
 
 async def test_cone_to_symmetric_connects(nat_lab: LabFactory, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -140,6 +170,18 @@ async def test_a_killed_direct_path_moves_to_the_relay_within_3_seconds(
     lines = await read_until(proc, lambda line: line["event"] == "echo" and line["kind"] == "direct")
     # Kill the direct path in the left router: nothing more between the two routers' WAN addresses. The
     # relay on the server stays reachable, as when a router's mapping dies or a middlebox starts dropping.
+    cut_between_routers(lab)
+    cut_at = time.monotonic()
+    lines = await read_until(proc, lambda line: line["event"] == "path_changed", timeout=10)
+    switched_after = time.monotonic() - cut_at
+    assert lines[-1]["kind"] == "relayed", lines
+    assert switched_after < 3.0, f"moved to the relay after {switched_after:.2f} s"
+    lines = await read_until(proc, lambda line: line["event"] == "echo" and line["kind"] == "relayed")
+    await proc.kill()
+
+
+def cut_between_routers(lab: Lab) -> None:
+    """In the left router: drop everything between the two routers' WAN addresses (the relay stays up)."""
     peer_wan = lab.router_of("right").wan_ip
     lab.nft(
         "left_nat",
@@ -152,10 +194,44 @@ async def test_a_killed_direct_path_moves_to_the_relay_within_3_seconds(
 }}
 """,
     )
-    cut_at = time.monotonic()
-    lines = await read_until(proc, lambda line: line["event"] == "path_changed", timeout=10)
-    switched_after = time.monotonic() - cut_at
-    assert lines[-1]["kind"] == "relayed", lines
-    assert switched_after < 3.0, f"moved to the relay after {switched_after:.2f} s"
+
+
+async def test_relay_first_then_the_live_traffic_moves_to_a_direct_path(
+    nat_lab: LabFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Direct is blocked at first: the call starts relayed, and moves to direct once the block lifts."""
+    monkeypatch.setenv("PUNCHLINE_PASSWORD", PASSWORD)
+    lab = nat_lab("cone", "cone")
+    peers = Peers(lab)
+    await peers.start_server()
+    await peers.befriend()
+    await peers.listen()
+    cut_between_routers(lab)
+    proc = await peers.connect("left", "--count", "400", "--interval", "0.05")
     lines = await read_until(proc, lambda line: line["event"] == "echo" and line["kind"] == "relayed")
+    await asyncio.sleep(2)  # the call runs relayed while direct checks fail in the background
+    lab.nft("left_nat", "delete table inet cut\n")
+    lines = await read_until(proc, lambda line: line["event"] == "path_changed", timeout=20)
+    assert lines[-1]["kind"] == "direct", lines
+    lines = await read_until(proc, lambda line: line["event"] == "echo" and line["kind"] == "direct")
     await proc.kill()
+
+
+async def test_short_nat_timeouts_do_not_close_an_idle_direct_path(
+    nat_lab: LabFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Routers forget UDP mappings after 3 s; echoes 5 s apart still go direct: the checks hold the hole."""
+    monkeypatch.setenv("PUNCHLINE_PASSWORD", PASSWORD)
+    lab = nat_lab("cone", "cone")
+    for router in ("left_nat", "right_nat"):
+        lab.set_udp_timeouts(router, 3)
+    peers = Peers(lab)
+    await peers.start_server()
+    await peers.befriend()
+    await peers.listen()
+    proc = await peers.connect("left", "--count", "3", "--interval", "5")
+    lines = await read_until(proc, lambda line: line["event"] == "summary", timeout=40)
+    assert first_path(lines)["kind"] == "direct", lines
+    assert not [line for line in lines if line["event"] == "path_changed"], lines
+    assert [line["kind"] for line in lines if line["event"] == "echo"] == ["direct"] * 3, lines
+    assert lines[-1]["received"] == 3, lines

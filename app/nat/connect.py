@@ -113,17 +113,27 @@ class Connection:
         self.link.close()
 
 
-async def resolve_ice_servers(
-    servers: tuple[IceServer, ...],
-) -> tuple[tuple[Address, ...], RelayServer | None]:
-    """STUN addresses and the first usable UDP TURN server from ``get_ice_servers``, names resolved (IPv4)."""
+@dataclass(frozen=True)
+class ResolvedIceServers:
+    """What `resolve_ice_servers` found: STUN addresses, a UDP TURN relay, and a TCP one (names resolved)."""
+
+    stun: tuple[Address, ...] = ()
+    relay: RelayServer | None = None
+    tcp_relay: RelayServer | None = None
+
+
+async def resolve_ice_servers(servers: tuple[IceServer, ...]) -> ResolvedIceServers:
+    """STUN addresses and the first usable TURN server per transport from ``get_ice_servers`` (IPv4)."""
     loop = asyncio.get_running_loop()
     stun: list[Address] = []
-    relay: RelayServer | None = None
+    relays: dict[str, RelayServer] = {}
     for server in servers:
         for url in server.urls:
             scheme, host, port, transport = _split_ice_url(url)
-            if host is None or (transport not in (None, "udp")):
+            transport = transport or "udp"
+            if host is None or transport not in ("udp", "tcp") or (scheme == "stun" and transport != "udp"):
+                continue
+            if scheme == "turn" and (transport in relays or not server.username or not server.credential):
                 continue
             try:
                 infos = await loop.getaddrinfo(host, port, family=socket.AF_INET, type=socket.SOCK_DGRAM)
@@ -133,9 +143,11 @@ async def resolve_ice_servers(
             address: Address = (str(infos[0][4][0]), int(infos[0][4][1]))
             if scheme == "stun" and address not in stun:
                 stun.append(address)
-            elif scheme == "turn" and relay is None and server.username and server.credential:
-                relay = RelayServer(address, server.username, server.credential)
-    return tuple(stun), relay
+            elif scheme == "turn" and server.username and server.credential:
+                relays[transport] = RelayServer(
+                    address, server.username, server.credential, "tcp" if transport == "tcp" else "udp"
+                )
+    return ResolvedIceServers(tuple(stun), relays.get("udp"), relays.get("tcp"))
 
 
 def _split_ice_url(url: str) -> tuple[str | None, str | None, int, str | None]:
@@ -158,13 +170,14 @@ def _new_parameters(session: str, gathered: GatherResult) -> PunchParameters:
 
 
 async def _prepare(servers: tuple[IceServer, ...], options: ConnectOptions) -> tuple[PeerLink, GatherResult]:
-    stun, relay = await resolve_ice_servers(servers)
+    resolved = await resolve_ice_servers(servers)
     link = await PeerLink.open()
     try:
         gathered = await link.gather(
             GatherConfig(
-                stun_servers=stun,
-                relay=relay,
+                stun_servers=resolved.stun,
+                relay=resolved.relay,
+                tcp_relay=resolved.tcp_relay,
                 timeout=options.gather_timeout,
                 allow_loopback=options.allow_loopback,
             )
@@ -188,7 +201,11 @@ def _begin(
         ufrag=mine.ufrag,
         password=mine.password,
         tie_breaker=secrets.randbits(64),
-        config=HolePunchConfig(force_relay=options.force_relay, relay_grace=options.relay_grace),
+        config=HolePunchConfig(
+            force_relay=options.force_relay,
+            relay_grace=options.relay_grace,
+            relay_transport=link.relay_transport,
+        ),
     )
     for candidate in mine.candidates:
         punch.add_local_candidate(candidate)

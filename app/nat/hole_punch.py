@@ -77,6 +77,7 @@ from app.nat.path_events import (
     PathSelected,
     PathStats,
     RelayedBy,
+    RelayTransport,
     RoleChanged,
 )
 from rendezvous.wire.stun import (
@@ -149,6 +150,8 @@ class HolePunchConfig:
     max_pairs: int = 100
     #: Use only our relay: non-relay local candidates are refused, so the peer never learns our address.
     force_relay: bool = False
+    #: How we reach our own relay (TURN over TCP when UDP is blocked), reported in `PathInfo`.
+    relay_transport: RelayTransport = "udp"
 
     def __post_init__(self) -> None:
         durations = (
@@ -984,13 +987,17 @@ class HolePunch:
             local = relay_addresses[0]
         else:
             local = pair.mapped or (hosts[0] if hosts else ("0.0.0.0", 0))  # noqa: S104 - unknown, not a bind
+        relay_transport: RelayTransport | None = None
+        if relayed_by:
+            # Our hop to the relay: TCP only when our own relay carries the path and we reach it so.
+            relay_transport = self._config.relay_transport if pair.via == "relay" else "udp"
         return PathInfo(
             kind=kind,
             via=pair.via,
             local_address=local,
             remote_address=pair.remote.address,
             relayed_by=relayed_by,
-            relay_transport="udp" if relayed_by else None,
+            relay_transport=relay_transport,
             reason_if_relayed=self._diagnosis() if relayed_by else None,
         )
 
@@ -1020,6 +1027,8 @@ class HolePunch:
         """Why no direct path works, from what the checks saw, in plain words."""
         if self._config.force_relay:
             return "relay forced by settings"
+        if self._config.relay_transport == "tcp":
+            return "our network lets no UDP out: the relay is reached over TCP"
         signalled = [c for c in self._remote.values() if c.kind != "prflx"]
         if self._remote_key is not None and signalled and all(c.kind == "relay" for c in signalled):
             return "peer has no direct candidates"

@@ -17,6 +17,8 @@ from rendezvous.wire.stun import Address
 PathKind = Literal["lan", "direct", "relayed"]
 #: Whose TURN relay carries a relayed path.
 RelayedBy = Literal["us", "peer", "both"]
+#: How a client reaches its TURN relay.
+RelayTransport = Literal["udp", "tcp"]
 
 
 @dataclass(frozen=True)
@@ -30,8 +32,9 @@ class PathInfo:
     local_address: Address
     remote_address: Address
     relayed_by: RelayedBy | None = None
-    #: The relay's transport to the peer; only UDP today (RFC 8656 REQUESTED-TRANSPORT 17).
-    relay_transport: Literal["udp"] | None = None
+    #: How our side reaches the relay carrying the path: "udp", or "tcp" (TURN over TCP, RFC 8656 §3.1)
+    #: when our network lets no UDP out. The relay talks UDP to the far side either way.
+    relay_transport: RelayTransport | None = None
     #: Why no direct path is in use, in plain words, when ``kind`` is ``relayed``.
     reason_if_relayed: str | None = None
 

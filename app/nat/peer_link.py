@@ -6,6 +6,10 @@ source and first byte (RFC 7983 §7): from the TURN server they go to the `TurnA
 relayed data); STUN (first byte 0-3) goes to the Binding transactions and the `HolePunch`; anything else
 is the application's (QUIC, first byte 64-191 apart from ChannelData).
 
+The one exception is TURN over TCP (``app.nat.turn_stream``), for networks that let no UDP out: when the
+relay does not answer over UDP within `GatherConfig.tcp_fallback_delay`, an allocation over a TCP
+connection to the same relay is tried alongside, and the first one ready is kept (UDP preferred).
+
 This module is a thin adapter in the style of aioquic's ``asyncio/protocol.py``: receive → feed the
 machines → transmit, one re-armed timer, no protocol decisions. The decisions are in `app.nat.hole_punch`,
 `app.nat.turn_client` and `app.stun_client`.
@@ -24,7 +28,7 @@ from typing import Any, cast
 
 from app.nat.candidates import Base, Candidate
 from app.nat.hole_punch import HolePunch, HolePunchConfig
-from app.nat.path_events import PathEvent, PathInfo
+from app.nat.path_events import PathEvent, PathInfo, RelayTransport
 from app.nat.turn_client import (
     AllocationExpired,
     AllocationFailed,
@@ -32,7 +36,9 @@ from app.nat.turn_client import (
     DataReceived,
     TurnAllocation,
     TurnClientConfig,
+    TurnEvent,
 )
+from app.nat.turn_stream import TurnStream, reliable_config
 from app.stun_client import BindingConfig, BindingFailed, BindingSucceeded, BindingTransaction
 from rendezvous.wire.stun import Address, canonical_address
 
@@ -50,6 +56,18 @@ class RelayServer:
     address: Address
     username: str
     password: str
+    #: How we reach the relay (``turn:...?transport=tcp``: TCP); the relay talks UDP to the peer either way.
+    transport: RelayTransport = "udp"
+
+
+@dataclass
+class _Relay:
+    """One allocation attempt: on the session's UDP socket (``stream`` None) or on a TCP connection."""
+
+    allocation: TurnAllocation
+    transport: RelayTransport
+    stream: TurnStream | None = None
+    events: list[TurnEvent] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -58,6 +76,10 @@ class GatherConfig:
 
     stun_servers: tuple[Address, ...] = ()
     relay: RelayServer | None = None
+    #: The same relay over TCP, tried when ``relay`` has not answered over UDP within ``tcp_fallback_delay``
+    #: seconds (or at once when there is no UDP relay).
+    tcp_relay: RelayServer | None = None
+    tcp_fallback_delay: float = 0.5
     #: Gathering ends when every server answered or this many seconds passed, whichever is first.
     timeout: float = 2.0
     #: Offer loopback host candidates (tests on one machine); real sessions never do.
@@ -100,14 +122,13 @@ class PeerLink(asyncio.DatagramProtocol):
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.DatagramTransport | None = None
         self._bindings: list[BindingTransaction] = []
-        self._turn: TurnAllocation | None = None
+        self._relays: list[_Relay] = []  # two while gathering (UDP, then TCP), at most one after
         self._punch: HolePunch | None = None
         self._permitted: set[Address] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._changed = asyncio.Event()  # set whenever a machine produced an event: wakes waiters
         self._received: asyncio.Queue[bytes] = asyncio.Queue(maxsize=4096)
         self._events: asyncio.Queue[PathEvent] = asyncio.Queue()
-        self._turn_events: list[object] = []
         self._binding_events: list[BindingSucceeded | BindingFailed] = []
         self._pending: deque[tuple[float, bytes]] = deque()
         self._closed = False
@@ -135,6 +156,16 @@ class PeerLink(asyncio.DatagramProtocol):
         return self._turn.relayed_address if self._turn else None
 
     @property
+    def relay_transport(self) -> RelayTransport:
+        """How we reach our relay: "udp", or "tcp" when UDP to it is blocked."""
+        return self._relays[0].transport if self._relays else "udp"
+
+    @property
+    def _turn(self) -> TurnAllocation | None:
+        """The allocation application data and relayed checks use (the kept one, after gathering)."""
+        return self._relays[0].allocation if self._relays else None
+
+    @property
     def selected_path(self) -> PathInfo | None:
         """The path application datagrams take now, or None."""
         return self._punch.selected_path if self._punch else None
@@ -146,9 +177,13 @@ class PeerLink(asyncio.DatagramProtocol):
         self._closed = True
         if self._punch is not None:
             self._punch.close()
-        if self._turn is not None and not self._turn.done and self._transport is not None:
-            self._turn.close(self._loop.time())
-            self._flush_turn(self._loop.time())
+        if self._transport is not None:
+            for relay in self._relays:
+                if not relay.allocation.done:
+                    relay.allocation.close(self._loop.time())
+                self._flush_relay(relay, self._loop.time())
+                if relay.stream is not None:
+                    relay.stream.close()
         if self._timer is not None:
             self._timer.cancel()
         if self._transport is not None:
@@ -161,12 +196,20 @@ class PeerLink(asyncio.DatagramProtocol):
         now = self._loop.time()
         self._bindings = [BindingTransaction(s, now, config=config.stun) for s in config.stun_servers]
         if config.relay is not None:
-            relay = config.relay
-            self._turn = TurnAllocation(relay.address, relay.username, relay.password, config=config.turn)
+            server = config.relay
+            allocation = TurnAllocation(server.address, server.username, server.password, config=config.turn)
+            self._relays.append(_Relay(allocation, "udp"))
         self._pump()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(config.timeout):
+                if config.tcp_relay is not None:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(config.tcp_fallback_delay if config.relay else 0):
+                            await self._wait_for(self._relay_answered)
+                    if not self._relay_answered():
+                        await self._open_tcp_relay(config.tcp_relay, config.turn)
                 await self._wait_for(self._gathering_done)
+        tcp_problem = self._keep_one_relay()
 
         port = self.local_address[1]
         problems: list[str] = []
@@ -188,19 +231,20 @@ class PeerLink(asyncio.DatagramProtocol):
                 found.append(Candidate.create("srflx", event.mapped))
             else:
                 problems.append(f"no public address from {event.server[0]}:{event.server[1]}: {event.reason}")
-        for turn_event in self._turn_events:
-            if isinstance(turn_event, AllocationReady):
-                found.append(Candidate.create("relay", turn_event.relayed_address))
-                if turn_event.mapped_address is not None:
-                    found.append(Candidate.create("srflx", turn_event.mapped_address))
-            elif isinstance(turn_event, AllocationFailed):
-                problems.append(f"no relay: {turn_event.reason}")
-        if (
-            self._turn is not None
-            and self._turn.relayed_address is None
-            and not any(isinstance(e, AllocationFailed) for e in self._turn_events)
-        ):
-            problems.append("no relay: the TURN server did not answer in time")
+        for relay in self._relays:
+            for turn_event in relay.events:
+                if isinstance(turn_event, AllocationReady):
+                    found.append(Candidate.create("relay", turn_event.relayed_address))
+                    if turn_event.mapped_address is not None and relay.transport == "udp":
+                        found.append(Candidate.create("srflx", turn_event.mapped_address))
+                elif isinstance(turn_event, AllocationFailed):
+                    problems.append(f"no relay: {turn_event.reason}")
+            if relay.allocation.relayed_address is None and not any(
+                isinstance(e, AllocationFailed) for e in relay.events
+            ):
+                problems.append("no relay: the TURN server did not answer in time")
+        if tcp_problem is not None:
+            problems.append(tcp_problem)
         unique: dict[Address, Candidate] = {}
         for candidate in found:
             unique.setdefault(candidate.address, candidate)
@@ -208,8 +252,67 @@ class PeerLink(asyncio.DatagramProtocol):
 
     def _gathering_done(self) -> bool:
         bindings_done = all(b.done for b in self._bindings)
-        turn_done = self._turn is None or self._turn.done or self._turn.relayed_address is not None
-        return bindings_done and turn_done
+        return bindings_done and self._relay_answered()
+
+    def _relay_answered(self) -> bool:
+        """No relay attempt is still waiting: one is ready, or every one has failed."""
+        return any(r.allocation.relayed_address is not None for r in self._relays) or all(
+            r.allocation.done for r in self._relays
+        )
+
+    async def _open_tcp_relay(self, server: RelayServer, config: TurnClientConfig) -> None:
+        """Start an allocation over a TCP connection to ``server`` (a failure to connect ends gathering)."""
+        try:
+            stream = await TurnStream.connect(
+                server.address,
+                lambda frame: self._from_relay_stream(server.address, frame),
+                self._stream_closed,
+            )
+        except OSError as exc:
+            log.info("relay over TCP %s:%d: %s", *server.address, exc)
+            return
+        allocation = TurnAllocation(
+            server.address, server.username, server.password, config=reliable_config(config)
+        )
+        self._relays.append(_Relay(allocation, "tcp", stream))
+        self._pump()
+
+    def _keep_one_relay(self) -> str | None:
+        """After gathering, keep the first ready allocation (UDP before TCP) and drop the others.
+
+        Returns a problem to report when the relay is reached over TCP only (UDP to it is blocked).
+        """
+        ready = [r for r in self._relays if r.allocation.relayed_address is not None]
+        if not ready:
+            return None
+        keep = ready[0]
+        now = self._loop.time()
+        for relay in self._relays:
+            if relay is not keep:
+                if relay.allocation.relayed_address is not None:
+                    relay.allocation.close(now)
+                    self._flush_relay(relay, now)
+                if relay.stream is not None:
+                    relay.stream.close()
+        self._relays = [keep]
+        if keep.transport == "tcp":
+            return "the relay is reached over TCP: UDP to it got no answer"
+        return None
+
+    def _from_relay_stream(self, server: Address, frame: bytes) -> None:
+        """A frame from a TURN-over-TCP connection: the same as a datagram from the server."""
+        if self._closed:
+            return
+        for relay in self._relays:
+            if relay.stream is not None and relay.allocation.receive_datagram(
+                frame, server, self._loop.time()
+            ):
+                break
+        self._pump()
+
+    def _stream_closed(self, reason: str) -> None:
+        if not self._closed:
+            log.info("relay TCP connection closed: %s", reason)
 
     # --- the punch ------------------------------------------------------------------------------------
 
@@ -281,10 +384,11 @@ class PeerLink(asyncio.DatagramProtocol):
         if source is None or self._closed:
             return
         now = self._loop.time()
-        if (
-            self._turn is not None
-            and source == self._turn.server
-            and self._turn.receive_datagram(data, source, now)
+        if any(
+            r.stream is None
+            and source == r.allocation.server
+            and r.allocation.receive_datagram(data, source, now)
+            for r in self._relays
         ):
             pass  # relayed data comes out as DataReceived events in _pump
         elif self._bindings and any(b.server == source and not b.done for b in self._bindings):
@@ -334,10 +438,17 @@ class PeerLink(asyncio.DatagramProtocol):
         return new_peer
 
     def _flush_turn(self, now: float) -> None:
-        """Put what the TURN machine has queued (requests, Send indications, ChannelData) on the socket."""
+        """Put what the TURN machines have queued (requests, Send indications, ChannelData) on the wire."""
+        for relay in self._relays:
+            self._flush_relay(relay, now)
+
+    def _flush_relay(self, relay: _Relay, now: float) -> None:
         assert self._transport is not None
-        if self._turn is not None:
-            for data, addr in self._turn.datagrams_to_send(now):
+        if relay.stream is not None:
+            for data, _ in relay.allocation.datagrams_to_send(now):
+                relay.stream.write(data)
+        else:
+            for data, addr in relay.allocation.datagrams_to_send(now):
                 self._transport.sendto(data, addr)
 
     def _pump(self) -> None:
@@ -365,17 +476,17 @@ class PeerLink(asyncio.DatagramProtocol):
                 while (path_event := self._punch.next_event()) is not None:
                     self._events.put_nowait(path_event)
                     progressed = True
-            if self._turn is not None:
-                self._turn.handle_timer(now)
-                self._flush_turn(now)
-                while (turn_event := self._turn.next_event()) is not None:
+            for relay in self._relays:
+                relay.allocation.handle_timer(now)
+                self._flush_relay(relay, now)
+                while (turn_event := relay.allocation.next_event()) is not None:
                     progressed = True
                     if isinstance(turn_event, DataReceived):
                         self._from_peer(turn_event.data, "relay", turn_event.peer, now)
                     else:
-                        self._turn_events.append(turn_event)
+                        relay.events.append(turn_event)
                         if isinstance(turn_event, AllocationFailed | AllocationExpired):
-                            log.info("relay: %s", turn_event.reason)
+                            log.info("relay (%s): %s", relay.transport, turn_event.reason)
             if not progressed:
                 break
         self._flush_pending(now)
@@ -404,7 +515,7 @@ class PeerLink(asyncio.DatagramProtocol):
             self._timer = None
         timers = [b.get_timer() for b in self._bindings]
         timers.append(self._punch.get_timer() if self._punch else None)
-        timers.append(self._turn.get_timer() if self._turn else None)
+        timers += [r.allocation.get_timer() for r in self._relays]
         due = [t for t in timers if t is not None]
         if due:
             self._timer = self._loop.call_at(max(min(due), self._loop.time()), self._pump)
