@@ -212,6 +212,22 @@ def test_udp_blocked_reports_the_loss() -> None:
     assert not alice.of_type(PathSelected)
 
 
+def test_our_relay_over_tcp_is_used_at_once_and_said_so() -> None:
+    """Behind a UDP-blocking router (relay reached over TCP) no direct pair can work: no grace to wait out."""
+    net = Network()
+    alice, bob = pair(net, "symmetric", "symmetric", a_config=HolePunchConfig(relay_transport="tcp"))
+    net.run(6)
+    t, event = first(alice, PathSelected)
+    assert isinstance(event, PathSelected)
+    assert event.path.kind == "relayed"
+    assert t < 0.5  # no relay_grace (1 s) on our side
+    selected = alice.machine.selected_path
+    assert selected is not None
+    assert selected.reason_if_relayed == "our network lets no UDP out: the relay is reached over TCP"
+    assert selected.relay_transport == ("tcp" if selected.via == "relay" else "udp")
+    app_data_flows(net, alice, bob)
+
+
 # --- upgrade and failover ---------------------------------------------------------------------------------
 
 

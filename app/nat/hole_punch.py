@@ -485,7 +485,7 @@ class HolePunch:
             elif pair.state is PairState.FAILED and pair.retry_at is not None:
                 times.append(pair.retry_at)
         if self._controlling and not self._grace_over and self._checks_started is not None:
-            times.append(self._checks_started + self._config.relay_grace)
+            times.append(self._checks_started + self._relay_grace)
         if self._state == "checking":
             times.append(self._created + self._config.connect_timeout)
         return min(times) if times else None
@@ -680,9 +680,15 @@ class HolePunch:
             if pair.state is PairState.FAILED and pair.retry_at is not None and now >= pair.retry_at:
                 self._transition(pair, "retry", now)
 
+    @property
+    def _relay_grace(self) -> float:
+        """How long a relayed pair waits for a direct one; none when our UDP is blocked (relay over TCP):
+        then no direct pair can come through our router, and a LAN one would still upgrade the path later."""
+        return 0.0 if self._config.relay_transport == "tcp" else self._config.relay_grace
+
     def _maybe_nominate(self, now: float) -> None:
         """Controlling side: nominate the best succeeded pair when it beats the selected one's kind."""
-        if self._checks_started is not None and now >= self._checks_started + self._config.relay_grace:
+        if self._checks_started is not None and now >= self._checks_started + self._relay_grace:
             self._grace_over = True
         if self._remote_key is None or self._nominate_next is not None:
             return

@@ -30,7 +30,7 @@ from tests.natlab.fixtures import LabFactory
 from tests.natlab.topology import missing_capability
 
 ONE_WAY_DELAY_MS = 10.0  # per site's WAN link: 40 ms client-to-client round trip
-PAIRINGS = (("cone", "cone"), ("symmetric", "symmetric"), ("cone", "symmetric"))
+PAIRINGS = (("cone", "cone"), ("symmetric", "symmetric"), ("cone", "symmetric"), ("udp_blocked", "cone"))
 
 
 async def measure(factory: LabFactory, left: str, right: str, rounds: int) -> dict[str, Any]:
