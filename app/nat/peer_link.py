@@ -122,7 +122,7 @@ class PeerLink(asyncio.DatagramProtocol):
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.DatagramTransport | None = None
         self._bindings: list[BindingTransaction] = []
-        self._relays: list[_Relay] = []  # two while gathering (UDP, then TCP), at most one after
+        self._relays: list[_Relay] = []  # UDP, then TCP while gathering; only the ready one after
         self._punch: HolePunch | None = None
         self._permitted: set[Address] = set()
         self._timer: asyncio.TimerHandle | None = None
@@ -206,7 +206,7 @@ class PeerLink(asyncio.DatagramProtocol):
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(config.tcp_fallback_delay if config.relay else 0):
                             await self._wait_for(self._relay_answered)
-                    if not self._relay_answered():
+                    if not any(r.allocation.relayed_address is not None for r in self._relays):
                         await self._open_tcp_relay(config.tcp_relay, config.turn)
                 await self._wait_for(self._gathering_done)
         tcp_problem = self._keep_one_relay()
@@ -251,6 +251,10 @@ class PeerLink(asyncio.DatagramProtocol):
         return GatherResult(tuple(unique.values()), tuple(problems))
 
     def _gathering_done(self) -> bool:
+        if any(r.stream is not None and r.allocation.relayed_address is not None for r in self._relays):
+            # Ready over TCP while UDP got no answer: no UDP leaves this network, so no STUN answer will
+            # come either (and a public address would be useless without UDP). Do not wait for them.
+            return True
         bindings_done = all(b.done for b in self._bindings)
         return bindings_done and self._relay_answered()
 
@@ -261,7 +265,7 @@ class PeerLink(asyncio.DatagramProtocol):
         )
 
     async def _open_tcp_relay(self, server: RelayServer, config: TurnClientConfig) -> None:
-        """Start an allocation over a TCP connection to ``server`` (a failure to connect ends gathering)."""
+        """Allocate over a TCP connection to ``server``; if it cannot connect, gathering goes on."""
         try:
             stream = await TurnStream.connect(
                 server.address,
