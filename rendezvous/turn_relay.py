@@ -40,7 +40,7 @@ from rendezvous.turn_server import (
     TurnAction,
     TurnServer,
 )
-from rendezvous.wire.stun import Address
+from rendezvous.wire.stun import Address, canonical_address
 from rendezvous.wire.turn import FramingError, StreamFramer, stream_frame
 
 log = logging.getLogger("punchline.turn")
@@ -80,9 +80,10 @@ class _TcpClient(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Register with the relay (or close at once when it is full); start the idle check."""
         self._transport = cast(asyncio.Transport, transport)
-        peer = transport.get_extra_info("peername")
-        self.key = (str(peer[0]), int(peer[1]), "tcp")
-        if not self._relay._tcp_opened(self):
+        # Spelled as the machine spells it (an IPv4 client of a dual-stack socket is plain IPv4).
+        peer = canonical_address(transport.get_extra_info("peername")) or ("", 0)
+        self.key = (peer[0], peer[1], "tcp")
+        if not peer[0] or not self._relay._tcp_opened(self):
             log_event(log, "turn_tcp_refused", level=logging.DEBUG, client=f"{peer[0]}:{peer[1]}")
             self._transport.abort()
             return

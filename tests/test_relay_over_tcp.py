@@ -41,11 +41,16 @@ def relay_servers(udp: Address, tcp: Address, user: str) -> tuple[RelayServer, R
     )
 
 
-async def gather(udp: Address, tcp: Address, user: str) -> tuple[PeerLink, GatherResult]:
+async def gather(udp: Address | None, tcp: Address, user: str) -> tuple[PeerLink, GatherResult]:
+    """Gather with ``udp`` (None: no UDP relay entry) and ``tcp`` as the relay's two transports."""
     link = await PeerLink.open("127.0.0.1")
-    udp_relay, tcp_relay = relay_servers(udp, tcp, user)
+    udp_relay, tcp_relay = relay_servers(udp or tcp, tcp, user)
     config = GatherConfig(
-        relay=udp_relay, tcp_relay=tcp_relay, tcp_fallback_delay=0.2, timeout=3.0, allow_loopback=True
+        relay=udp_relay if udp else None,
+        tcp_relay=tcp_relay,
+        tcp_fallback_delay=0.2,
+        timeout=3.0,
+        allow_loopback=True,
     )
     return link, await link.gather(config)
 
@@ -112,6 +117,17 @@ async def test_no_tcp_connection_when_udp_answers(relay: TurnRelay) -> None:
         assert link.relay_transport == "udp"
         assert "relay" in [c.kind for c in found.candidates]
         assert relay.tcp_clients == 0
+    finally:
+        link.close()
+
+
+async def test_a_relay_offered_over_tcp_only_is_used_at_once(relay: TurnRelay) -> None:
+    started = time.monotonic()
+    link, found = await gather(None, relay.address, "erin")
+    try:
+        assert link.relay_transport == "tcp"
+        assert "relay" in [c.kind for c in found.candidates]
+        assert time.monotonic() - started < 1.0  # no fallback delay: there was no UDP entry to wait for
     finally:
         link.close()
 
