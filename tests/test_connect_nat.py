@@ -23,7 +23,7 @@ from tests.natlab.topology import Lab
 pytestmark = pytest.mark.slow
 
 
-async def scenario(
+async def listening(
     nat_lab: LabFactory,
     monkeypatch: pytest.MonkeyPatch,
     left: Any,
@@ -31,8 +31,8 @@ async def scenario(
     *,
     relay: Callable[[Lab], Awaitable[list[str]]] | None = None,
     **lab_options: Any,
-) -> tuple[Peers, list[Line]]:
-    """Build the lab, befriend, listen on the right, connect from the left: every line ``connect`` printed.
+) -> Peers:
+    """Build the lab, start the server, befriend alice (left) and bob (right), and have bob ``listen``.
 
     ``relay`` starts another TURN server in the lab and returns the rendezvous options that advertise it.
     """
@@ -42,6 +42,20 @@ async def scenario(
     await peers.start_server(*(await relay(lab) if relay else []))
     await peers.befriend()
     await peers.listen()
+    return peers
+
+
+async def scenario(
+    nat_lab: LabFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    left: Any,
+    right: Any,
+    *,
+    relay: Callable[[Lab], Awaitable[list[str]]] | None = None,
+    **lab_options: Any,
+) -> tuple[Peers, list[Line]]:
+    """`listening`, then connect from the left: every line ``connect`` printed up to its summary."""
+    peers = await listening(nat_lab, monkeypatch, left, right, relay=relay, **lab_options)
     proc = await peers.connect("left", "--count", "10", "--interval", "0.05")
     lines = await read_until(proc, lambda line: line["event"] == "summary", timeout=30)
     return peers, lines
@@ -160,12 +174,8 @@ async def test_cone_to_symmetric_connects(nat_lab: LabFactory, monkeypatch: pyte
 async def test_a_killed_direct_path_moves_to_the_relay_within_3_seconds(
     nat_lab: LabFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("PUNCHLINE_PASSWORD", PASSWORD)
-    lab = nat_lab("cone", "cone")
-    peers = Peers(lab)
-    await peers.start_server()
-    await peers.befriend()
-    await peers.listen()
+    peers = await listening(nat_lab, monkeypatch, "cone", "cone")
+    lab = peers.lab
     proc = await peers.connect("left", "--count", "300", "--interval", "0.05")
     lines = await read_until(proc, lambda line: line["event"] == "echo" and line["kind"] == "direct")
     # Kill the direct path in the left router: nothing more between the two routers' WAN addresses. The
@@ -200,12 +210,8 @@ async def test_relay_first_then_the_live_traffic_moves_to_a_direct_path(
     nat_lab: LabFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Direct is blocked at first: the call starts relayed, and moves to direct once the block lifts."""
-    monkeypatch.setenv("PUNCHLINE_PASSWORD", PASSWORD)
-    lab = nat_lab("cone", "cone")
-    peers = Peers(lab)
-    await peers.start_server()
-    await peers.befriend()
-    await peers.listen()
+    peers = await listening(nat_lab, monkeypatch, "cone", "cone")
+    lab = peers.lab
     cut_between_routers(lab)
     proc = await peers.connect("left", "--count", "400", "--interval", "0.05")
     lines = await read_until(proc, lambda line: line["event"] == "echo" and line["kind"] == "relayed")
@@ -221,14 +227,9 @@ async def test_short_nat_timeouts_do_not_close_an_idle_direct_path(
     nat_lab: LabFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Routers forget UDP mappings after 3 s; echoes 5 s apart still go direct: the checks hold the hole."""
-    monkeypatch.setenv("PUNCHLINE_PASSWORD", PASSWORD)
-    lab = nat_lab("cone", "cone")
+    peers = await listening(nat_lab, monkeypatch, "cone", "cone")
     for router in ("left_nat", "right_nat"):
-        lab.set_udp_timeouts(router, 3)
-    peers = Peers(lab)
-    await peers.start_server()
-    await peers.befriend()
-    await peers.listen()
+        peers.lab.set_udp_timeouts(router, 3)
     proc = await peers.connect("left", "--count", "3", "--interval", "5")
     lines = await read_until(proc, lambda line: line["event"] == "summary", timeout=40)
     assert first_path(lines)["kind"] == "direct", lines
