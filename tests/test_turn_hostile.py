@@ -101,6 +101,20 @@ def test_random_bytes_never_raise_and_never_amplify(data: bytes) -> None:
     assert h.server.allocation_count == 0
 
 
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.binary(max_size=120), max_size=4))
+def test_random_frames_over_tcp_never_raise_and_stay_apart_from_udp(frames: list[bytes]) -> None:
+    """Frames from a TCP client are its own 5-tuple: whatever it sends, the UDP client's allocation stays."""
+    h, _state, _port = ready_harness()
+    for frame in frames:
+        actions = h.receive(frame, CLIENT, "tcp")
+        check_answers(actions, frame, authenticated=False)
+        assert not [a for a in actions if isinstance(a, RelayTransmit)]  # it has no allocation to relay from
+        assert all(a.address == (*CLIENT, "tcp") for a in actions if isinstance(a, Transmit))
+    assert h.server.client_closed(CLIENT, h.now) == []  # it holds nothing: nothing to end
+    assert h.server.allocation_count == 1
+
+
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
 @given(methods, st.sampled_from(list(StunClass)), st.lists(attributes, max_size=6), st.booleans())
 def test_structured_messages_from_a_stranger(

@@ -16,6 +16,7 @@ from rendezvous.turn_server import (
     OpenRelay,
     RelayTransmit,
     Transmit,
+    Transport,
     TurnAction,
     TurnServer,
 )
@@ -85,9 +86,9 @@ class MachineHarness:
         self.log += done
         return done
 
-    def receive(self, data: bytes, source: Address) -> list[TurnAction]:
-        """A datagram on the listening port."""
-        return self.run(self.server.receive(data, source, self.now))
+    def receive(self, data: bytes, source: Address, transport: Transport = "udp") -> list[TurnAction]:
+        """A datagram on the listening port (or a frame on ``source``'s TCP connection)."""
+        return self.run(self.server.receive(data, source, self.now, transport))
 
     def from_peer(self, relay_port: int, data: bytes, peer: Address) -> list[TurnAction]:
         """A datagram from a peer on a relay socket."""
