@@ -1,0 +1,1 @@
+"""File transfer over the peer session: offers, untrusted names, progress, resume."""
