@@ -132,6 +132,14 @@ Transport = Literal["udp", "tcp"]
 EndReason = Literal["expired", "deleted", "closed", "shutdown"]
 
 
+def _client_key(source: tuple[object, ...], transport: Transport) -> ClientKey | None:
+    """The `ClientKey` of a socket-layer address on ``transport``, or None if it is not an IP endpoint."""
+    address = canonical_address(source)
+    if address is None:
+        return None
+    return (address[0], address[1], "tcp") if transport == "tcp" else address
+
+
 # --- actions -------------------------------------------------------------------------------------------
 
 
@@ -310,22 +318,11 @@ class TurnServer:
         self, data: bytes, source: tuple[object, ...], now: float, transport: Transport = "udp"
     ) -> list[TurnAction]:
         """A datagram arrived on the listening port from ``source``, or a frame on its TCP connection."""
-        client: ClientKey
-        if transport == "tcp":
-            address = canonical_address(source)
-            if address is None:
-                return []
-            client = (address[0], address[1], "tcp")
-            source = client
-            if is_channel_data(data):
-                return self._channel_data(data, client, now)
-        elif is_channel_data(data):  # the hot path: data on a channel, before any address parsing
-            return self._channel_data(data, source, now)
-        else:
-            address = canonical_address(source)
-            if address is None:
-                return []
-            client = address
+        if is_channel_data(data):  # the hot path: data on a channel, before any address parsing
+            return self._channel_data(data, source, now, transport)
+        client = _client_key(source, transport)
+        if client is None:
+            return []
         if not is_stun(data):
             return []
         try:
@@ -439,10 +436,9 @@ class TurnServer:
 
     def client_closed(self, source: tuple[object, ...], now: float) -> list[TurnAction]:
         """A TCP client's connection closed: its allocation goes with it (RFC 8656 §3.1, §7)."""
-        address = canonical_address(source)
-        if address is None:
+        client = _client_key(source, "tcp")
+        if client is None:
             return []
-        client: ClientKey = (address[0], address[1], "tcp")
         pending = self._pending_by_client.pop(client, None)
         if pending is not None:
             self._pending = {port: p for port, p in self._pending.items() if p is not pending}
@@ -665,12 +661,15 @@ class TurnServer:
             return []
         return self._to_peer(allocation, peer.address, data.data, now)
 
-    def _channel_data(self, data: bytes, source: tuple[object, ...], now: float) -> list[TurnAction]:
+    def _channel_data(
+        self, data: bytes, source: tuple[object, ...], now: float, transport: Transport
+    ) -> list[TurnAction]:
         """RFC 8656 §12.6: data on a bound channel goes to its peer; on an unbound one it is dropped."""
         # Looked up by the socket-layer address first: a hit means it is already canonical (IPv4 always is).
-        allocation = self._by_client.get(source)
+        raw = source if transport == "udp" else (source[0], source[1], "tcp")
+        allocation = self._by_client.get(raw)
         if allocation is None:
-            client = canonical_address(source)
+            client = _client_key(source, transport)
             allocation = self._by_client.get(client) if client is not None else None
             if allocation is None:
                 return []

@@ -101,6 +101,13 @@ def test_random_bytes_never_raise_and_never_amplify(data: bytes) -> None:
     assert h.server.allocation_count == 0
 
 
+def test_channel_data_over_tcp_does_not_reach_the_udp_clients_channel() -> None:
+    """Same ip:port, other transport: another 5-tuple, so the UDP client's channel 0x4000 is not its."""
+    h, _state, _port = ready_harness()
+    assert h.receive(ChannelData(0x4000, b"not yours").encode(), CLIENT, "tcp") == []
+    assert [type(a) for a in h.receive(ChannelData(0x4000, b"mine").encode(), CLIENT)] == [RelayTransmit]
+
+
 @settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.binary(max_size=120), max_size=4))
 def test_random_frames_over_tcp_never_raise_and_stay_apart_from_udp(frames: list[bytes]) -> None:
