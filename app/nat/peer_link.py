@@ -69,6 +69,11 @@ class _Relay:
     stream: TurnStream | None = None
     events: list[TurnEvent] = field(default_factory=list)
 
+    @property
+    def ready(self) -> bool:
+        """The server granted the allocation (it has a relayed address)."""
+        return self.allocation.relayed_address is not None
+
 
 @dataclass(frozen=True)
 class GatherConfig:
@@ -206,7 +211,7 @@ class PeerLink(asyncio.DatagramProtocol):
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(config.tcp_fallback_delay if config.relay else 0):
                             await self._wait_for(self._relay_answered)
-                    if not any(r.allocation.relayed_address is not None for r in self._relays):
+                    if not any(r.ready for r in self._relays):
                         await self._open_tcp_relay(config.tcp_relay, config.turn)
                 await self._wait_for(self._gathering_done)
         tcp_problem = self._keep_one_relay()
@@ -239,9 +244,7 @@ class PeerLink(asyncio.DatagramProtocol):
                         found.append(Candidate.create("srflx", turn_event.mapped_address))
                 elif isinstance(turn_event, AllocationFailed):
                     problems.append(f"no relay: {turn_event.reason}")
-            if relay.allocation.relayed_address is None and not any(
-                isinstance(e, AllocationFailed) for e in relay.events
-            ):
+            if not relay.ready and not any(isinstance(e, AllocationFailed) for e in relay.events):
                 problems.append("no relay: the TURN server did not answer in time")
         if tcp_problem is not None:
             problems.append(tcp_problem)
@@ -251,7 +254,7 @@ class PeerLink(asyncio.DatagramProtocol):
         return GatherResult(tuple(unique.values()), tuple(problems))
 
     def _gathering_done(self) -> bool:
-        if any(r.stream is not None and r.allocation.relayed_address is not None for r in self._relays):
+        if any(r.stream is not None and r.ready for r in self._relays):
             # Ready over TCP while UDP got no answer: no UDP leaves this network, so no STUN answer will
             # come either (and a public address would be useless without UDP). Do not wait for them.
             return True
@@ -260,9 +263,7 @@ class PeerLink(asyncio.DatagramProtocol):
 
     def _relay_answered(self) -> bool:
         """No relay attempt is still waiting: one is ready, or every one has failed."""
-        return any(r.allocation.relayed_address is not None for r in self._relays) or all(
-            r.allocation.done for r in self._relays
-        )
+        return any(r.ready for r in self._relays) or all(r.allocation.done for r in self._relays)
 
     async def _open_tcp_relay(self, server: RelayServer, config: TurnClientConfig) -> None:
         """Allocate over a TCP connection to ``server``; if it cannot connect, gathering goes on."""
@@ -286,14 +287,14 @@ class PeerLink(asyncio.DatagramProtocol):
 
         Returns a problem to report when the relay is reached over TCP only (UDP to it is blocked).
         """
-        ready = [r for r in self._relays if r.allocation.relayed_address is not None]
+        ready = [r for r in self._relays if r.ready]
         if not ready:
             return None
         keep = ready[0]
         now = self._loop.time()
         for relay in self._relays:
             if relay is not keep:
-                if relay.allocation.relayed_address is not None:
+                if relay.ready:
                     relay.allocation.close(now)
                     self._flush_relay(relay, now)
                 if relay.stream is not None:
