@@ -28,12 +28,9 @@ from rendezvous.wire.stun import (
     XorPeerAddress,
 )
 from rendezvous.wire.turn import ChannelData
-from tests.turn_helpers import MachineHarness, TurnClientState
+from tests.turn_helpers import CLIENT, PEER, UDP, MachineHarness, TurnClientState
 
-CLIENT: Address = ("198.51.100.7", 40001)
 STRANGER: Address = ("192.0.2.66", 5555)
-PEER: Address = ("203.0.113.9", 6000)
-UDP = RequestedTransport(17)
 
 
 def ready_harness() -> tuple[MachineHarness, TurnClientState, int]:

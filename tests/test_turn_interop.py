@@ -25,8 +25,8 @@ from rendezvous.wire.turn import RestCredentials
 from tests.conftest import PASSWORD, RawClient, fast_backoff, register, server_config
 from tests.coturn import TURNSERVER, free_udp_port, run_coturn
 from tests.test_stun_server import open_udp_peer
-from tests.test_turn_relay import UDP, request
-from tests.turn_helpers import REALM, SECRET, TurnClientState, error_code
+from tests.test_turn_relay import request
+from tests.turn_helpers import REALM, SECRET, UDP, TurnClientState, error_code
 
 UCLIENT = shutil.which("turnutils_uclient")
 PEER = shutil.which("turnutils_peer")

@@ -21,7 +21,6 @@ from rendezvous.wire.stun import (
     Data,
     Lifetime,
     MessageIntegrity,
-    RequestedTransport,
     StunClass,
     StunMessage,
     StunMethod,
@@ -33,9 +32,7 @@ from rendezvous.wire.stun import (
 from rendezvous.wire.turn import ChannelData, decode_channel_data
 from tests.conftest import server_config
 from tests.test_stun_server import UdpPeer, open_udp_peer
-from tests.turn_helpers import SECRET, TurnClientState, error_code, turn_config
-
-UDP = RequestedTransport(17)
+from tests.turn_helpers import SECRET, UDP, TurnClientState, error_code, turn_config
 
 
 async def request(

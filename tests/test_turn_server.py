@@ -40,8 +40,11 @@ from rendezvous.wire.stun import (
 )
 from rendezvous.wire.turn import ChannelData, decode_channel_data, make_rest_credentials
 from tests.turn_helpers import (
+    CLIENT,
+    PEER,
     REALM,
     SECRET,
+    UDP,
     MachineHarness,
     TurnClientState,
     error_code,
@@ -49,10 +52,6 @@ from tests.turn_helpers import (
     transmits,
     turn_config,
 )
-
-CLIENT: Address = ("198.51.100.7", 40001)
-PEER: Address = ("203.0.113.9", 6000)
-UDP = RequestedTransport(17)
 
 
 def request(

@@ -29,8 +29,8 @@ from rendezvous.wire.stun import (
 from rendezvous.wire.turn import ChannelData, StreamFramer, decode_channel_data, stream_frame
 from tests.conftest import eventually
 from tests.test_stun_server import open_udp_peer
-from tests.test_turn_relay import UDP, allocate
-from tests.turn_helpers import SECRET, TurnClientState, error_code, turn_config
+from tests.test_turn_relay import allocate
+from tests.turn_helpers import SECRET, UDP, TurnClientState, error_code, turn_config
 
 
 class TcpClient:

@@ -26,18 +26,23 @@ from rendezvous.wire.stun import (
     ErrorCode,
     Nonce,
     Realm,
+    RequestedTransport,
     StunClass,
     StunMessage,
     Username,
     decode,
     long_term_key,
 )
-from rendezvous.wire.turn import RestCredentials, make_rest_credentials
+from rendezvous.wire.turn import REQUESTED_TRANSPORT_UDP, RestCredentials, make_rest_credentials
 
 SECRET = "test shared secret"
 REALM = "punchline.test"
 T0 = 1_800_000_000.0  # a fixed unix time for the fake clock
 SERVER: Address = ("127.0.0.1", 3478)
+CLIENT: Address = ("198.51.100.7", 40001)
+PEER: Address = ("203.0.113.9", 6000)
+#: REQUESTED-TRANSPORT UDP, which every Allocate carries (RFC 8656 §18.8).
+UDP = RequestedTransport(REQUESTED_TRANSPORT_UDP)
 
 
 def turn_config(**overrides: object) -> TurnConfig:
