@@ -486,7 +486,8 @@ class TurnAllocation:
         STUN with a TURN method (first byte 0-3) and ChannelData (first byte 64-79) from the server are
         ours (RFC 7983 §7); anything else, e.g. a Binding response or a peer's packet, is left to others.
         """
-        if canonical_address(addr) != self._server:
+        # The session socket hands over canonical addresses: compare as given before parsing one.
+        if addr != self._server and canonical_address(addr) != self._server:
             return False
         if is_channel_data(data):
             self._receive_channel_data(data)
