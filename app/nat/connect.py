@@ -107,6 +107,8 @@ class Connection:
     link: PeerLink
     controlling: bool
     gather_problems: tuple[str, ...]
+    #: The peer's device id (from signalling): which of the contact's keys the session should meet.
+    peer_device: str = ""
 
     def close(self) -> None:
         """Close the link (the peer notices through consent failure, or a bye sent by the caller of this)."""
@@ -231,7 +233,7 @@ class Connector:
         self._send_signal = send_signal
         self._get_ice_servers = get_ice_servers
         self._options = options or ConnectOptions()
-        self._answers: dict[str, asyncio.Future[PunchParameters]] = {}
+        self._answers: dict[str, asyncio.Future[tuple[PunchParameters, str]]] = {}
         self._incoming: asyncio.Queue[Connection | ConnectError] = asyncio.Queue()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -243,11 +245,10 @@ class Connector:
             future = self._answers[session]
             if not future.done():
                 try:
-                    future.set_result(
-                        PunchParameters.from_payload(
-                            event.payload, allow_loopback=self._options.allow_loopback
-                        )
+                    parameters = PunchParameters.from_payload(
+                        event.payload, allow_loopback=self._options.allow_loopback
                     )
+                    future.set_result((parameters, event.sender_device))
                 except ConnectError as exc:
                     future.set_exception(exc)
             return True
@@ -270,12 +271,12 @@ class Connector:
         link, gathered = await _prepare(await self._get_ice_servers(), self._options)
         try:
             mine = _new_parameters(session, gathered)
-            answer: asyncio.Future[PunchParameters] = asyncio.get_running_loop().create_future()
+            answer: asyncio.Future[tuple[PunchParameters, str]] = asyncio.get_running_loop().create_future()
             self._answers[session] = answer
             await self._send_signal(contact, mine.to_payload(OFFER))
             try:
                 async with asyncio.timeout(self._options.answer_timeout):
-                    theirs = await answer
+                    theirs, device = await answer
             except TimeoutError:
                 raise ConnectError(f"{contact} did not answer the connection offer") from None
             finally:
@@ -285,7 +286,7 @@ class Connector:
         except BaseException:
             link.close()
             raise
-        return Connection(contact, session, link, True, gathered.problems)
+        return Connection(contact, session, link, True, gathered.problems, device)
 
     async def accept(self) -> Connection:
         """The next incoming connection that found a path (raises `ConnectError` for one that did not)."""
@@ -321,7 +322,9 @@ class Connector:
         except BaseException:
             link.close()
             raise
-        await self._incoming.put(Connection(offer.sender, theirs.session, link, False, gathered.problems))
+        await self._incoming.put(
+            Connection(offer.sender, theirs.session, link, False, gathered.problems, offer.sender_device)
+        )
 
     async def _wait_for_path(self, link: PeerLink, peer: str, gathered: GatherResult) -> None:
         try:

@@ -24,7 +24,7 @@ import socket
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 from app.nat.candidates import Base, Candidate
 from app.nat.hole_punch import HolePunch, HolePunchConfig
@@ -47,6 +47,11 @@ log = logging.getLogger("punchline.nat")
 #: Application datagrams held while no path is selected yet, and for how long (seconds).
 PENDING_LIMIT = 64
 PENDING_SECONDS = 2.0
+#: Datagrams read per wakeup: one event-loop turn per datagram would cap a file transfer at a few MB/s.
+READ_BATCH = 64
+#: Socket buffer sizes (bytes): room for a burst of QUIC packets while the loop is busy writing a file.
+SOCKET_BUFFER = 4 * 1024 * 1024
+_MAX_DATAGRAM = 65535
 
 
 @dataclass(frozen=True)
@@ -116,7 +121,7 @@ def route_address(toward: Address | None) -> str | None:
         return str(probe.getsockname()[0])
 
 
-class PeerLink(asyncio.DatagramProtocol):
+class PeerLink:
     """The session socket: gathers candidates, runs the punch, and carries application datagrams.
 
     Use `open`, then `gather`, exchange candidates over signalling, `start` the punch, then `send` and
@@ -125,7 +130,7 @@ class PeerLink(asyncio.DatagramProtocol):
 
     def __init__(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._transport: asyncio.DatagramTransport | None = None
+        self._sock: socket.socket | None = None
         self._bindings: list[BindingTransaction] = []
         self._relays: list[_Relay] = []  # UDP, then TCP while gathering; only the ready one after
         self._punch: HolePunch | None = None
@@ -137,6 +142,9 @@ class PeerLink(asyncio.DatagramProtocol):
         self._binding_events: list[BindingSucceeded | BindingFailed] = []
         self._pending: deque[tuple[float, bytes]] = deque()
         self._closed = False
+        self._receiver: Callable[[bytes], None] | None = None
+        self._direct_peer: Address | None = None  # the selected direct path's peer: the fast path
+        self._relay_peer: Address | None = None  # the selected relayed path's peer: its fast path
         self.dropped_app_datagrams = 0
 
     # --- lifecycle ------------------------------------------------------------------------------------
@@ -144,15 +152,26 @@ class PeerLink(asyncio.DatagramProtocol):
     @classmethod
     async def open(cls, host: str = "0.0.0.0", port: int = 0) -> PeerLink:  # noqa: S104 - all interfaces
         """Bind the session socket (an ephemeral port on every interface by default)."""
-        loop = asyncio.get_running_loop()
-        _, protocol = await loop.create_datagram_endpoint(cls, local_addr=(host, port))
-        return protocol
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
+            sock.bind((host, port))
+        except OSError:
+            sock.close()
+            raise
+        link = cls()
+        link._sock = sock
+        link._loop.add_reader(sock.fileno(), link._readable)
+        return link
 
     @property
     def local_address(self) -> Address:
         """The socket's bound (ip, port)."""
-        assert self._transport is not None
-        name = self._transport.get_extra_info("sockname")
+        assert self._sock is not None
+        name = self._sock.getsockname()
         return (str(name[0]), int(name[1]))
 
     @property
@@ -182,7 +201,7 @@ class PeerLink(asyncio.DatagramProtocol):
         self._closed = True
         if self._punch is not None:
             self._punch.close()
-        if self._transport is not None:
+        if self._sock is not None:
             for relay in self._relays:
                 if not relay.allocation.done:
                     relay.allocation.close(self._loop.time())
@@ -191,8 +210,9 @@ class PeerLink(asyncio.DatagramProtocol):
                     relay.stream.close()
         if self._timer is not None:
             self._timer.cancel()
-        if self._transport is not None:
-            self._transport.close()
+        if self._sock is not None:
+            self._loop.remove_reader(self._sock.fileno())
+            self._sock.close()
 
     # --- gathering ------------------------------------------------------------------------------------
 
@@ -308,10 +328,11 @@ class PeerLink(asyncio.DatagramProtocol):
         """A frame from a TURN-over-TCP connection: the same as a datagram from the server."""
         if self._closed:
             return
+        now = self._loop.time()
         for relay in self._relays:
-            if relay.stream is not None and relay.allocation.receive_datagram(
-                frame, server, self._loop.time()
-            ):
+            if relay.stream is not None and relay.allocation.receive_datagram(frame, server, now):
+                if self._relay_peer is not None and not self._drain_relay(relay, now)[1]:
+                    return  # only application data for the selected path: nothing else to run
                 break
         self._pump()
 
@@ -359,7 +380,7 @@ class PeerLink(asyncio.DatagramProtocol):
         Before the first path is selected (the controlled side hears of it a moment after the controlling
         side starts sending), up to `PENDING_LIMIT` datagrams wait at most `PENDING_SECONDS` for it.
         """
-        if self._transport is None or self._closed:
+        if self._sock is None or self._closed:
             return False
         path = self.selected_path
         if path is None:
@@ -377,14 +398,55 @@ class PeerLink(asyncio.DatagramProtocol):
         """The next application datagram from the peer."""
         return await self._received.get()
 
-    # --- asyncio protocol -----------------------------------------------------------------------------
+    def set_receiver(self, receiver: Callable[[bytes], None]) -> None:
+        """Hand every application datagram to ``receiver`` as it arrives (the peer session does this).
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """Keep the datagram transport."""
-        self._transport = cast(asyncio.DatagramTransport, transport)
+        Datagrams that arrived before are handed over first, in order; `receive` gets nothing after this.
+        """
+        self._receiver = receiver
+        while not self._received.empty():
+            receiver(self._received.get_nowait())
 
-    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+    # --- the socket -------------------------------------------------------------------------------------
+
+    def _readable(self) -> None:
+        """Read what the socket holds (up to `READ_BATCH` datagrams) and hand each on."""
+        sock = self._sock
+        for _ in range(READ_BATCH):
+            if sock is None or self._closed:
+                return
+            try:
+                data, addr = sock.recvfrom(_MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # ICMP errors (port unreachable on a dead candidate) are expected
+                log.debug("session socket error: %s", exc)
+                continue
+            self._datagram_received(data, addr)
+
+    def _sendto(self, data: bytes, addr: Address) -> None:
+        assert self._sock is not None
+        try:
+            self._sock.sendto(data, addr)
+        except (BlockingIOError, InterruptedError):
+            self.dropped_app_datagrams += 1  # buffer full: UDP may drop; QUIC and STUN retransmit
+        except OSError as exc:
+            log.debug("send to %s:%d failed: %s", addr[0], addr[1], exc)
+
+    def _datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         """Demultiplex one datagram (module docstring) and run the machines."""
+        if addr == self._direct_peer and data and data[0] > 3 and self._receiver is not None:
+            # The fast path (RFC 7983: not STUN) for the selected direct peer: no machine wants it.
+            self._receiver(data)
+            return
+        if self._relay_peer is not None and data and 64 <= data[0] <= 79:  # ChannelData (RFC 8656 §12)
+            relay = self._relays[0]
+            if addr == relay.allocation.server and relay.stream is None:
+                now = self._loop.time()
+                if relay.allocation.receive_datagram(data, relay.allocation.server, now):
+                    if self._drain_relay(relay, now)[1]:
+                        self._pump()
+                    return
         source = canonical_address(addr)
         if source is None or self._closed:
             return
@@ -403,10 +465,6 @@ class PeerLink(asyncio.DatagramProtocol):
             self._from_peer(data, "direct", source, now)
         self._pump()
 
-    def error_received(self, exc: Exception) -> None:
-        """ICMP errors (port unreachable on a dead candidate) are expected while punching."""
-        log.debug("session socket error: %s", exc)
-
     # --- internals ------------------------------------------------------------------------------------
 
     def _from_peer(self, data: bytes, via: Base, source: Address, now: float) -> None:
@@ -421,6 +479,9 @@ class PeerLink(asyncio.DatagramProtocol):
             c.address for c in self._punch.remote_candidates
         }:
             return  # not our peer
+        if self._receiver is not None:
+            self._receiver(data)
+            return
         try:
             self._received.put_nowait(data)
         except asyncio.QueueFull:
@@ -428,9 +489,8 @@ class PeerLink(asyncio.DatagramProtocol):
 
     def _send_via(self, via: Base, to: Address, data: bytes) -> bool:
         """Send (or queue in the TURN machine); True if ``to`` became a new relay peer."""
-        assert self._transport is not None
         if via == "direct":
-            self._transport.sendto(data, to)
+            self._sendto(data, to)
             return False
         if self._turn is None:
             return False
@@ -448,17 +508,16 @@ class PeerLink(asyncio.DatagramProtocol):
             self._flush_relay(relay, now)
 
     def _flush_relay(self, relay: _Relay, now: float) -> None:
-        assert self._transport is not None
         if relay.stream is not None:
             for data, _ in relay.allocation.datagrams_to_send(now):
                 relay.stream.write(data)
         else:
             for data, addr in relay.allocation.datagrams_to_send(now):
-                self._transport.sendto(data, addr)
+                self._sendto(data, addr)
 
     def _pump(self) -> None:
         """Move every machine's output to the socket and its events to their queues; re-arm the timer."""
-        if self._transport is None or self._closed:
+        if self._sock is None or self._closed:
             return
         now = self._loop.time()
         for _ in range(8):  # relayed STUN may produce answers that go back through the relay
@@ -466,7 +525,7 @@ class PeerLink(asyncio.DatagramProtocol):
             for binding in self._bindings:
                 binding.handle_timer(now)
                 for data, addr in binding.datagrams_to_send(now):
-                    self._transport.sendto(data, addr)
+                    self._sendto(data, addr)
                 while (binding_event := binding.next_event()) is not None:
                     self._binding_events.append(binding_event)
                     progressed = True
@@ -484,19 +543,42 @@ class PeerLink(asyncio.DatagramProtocol):
             for relay in self._relays:
                 relay.allocation.handle_timer(now)
                 self._flush_relay(relay, now)
-                while (turn_event := relay.allocation.next_event()) is not None:
-                    progressed = True
-                    if isinstance(turn_event, DataReceived):
-                        self._from_peer(turn_event.data, "relay", turn_event.peer, now)
-                    else:
-                        relay.events.append(turn_event)
-                        if isinstance(turn_event, AllocationFailed | AllocationExpired):
-                            log.info("relay (%s): %s", relay.transport, turn_event.reason)
+                progressed = self._drain_relay(relay, now)[0] or progressed
             if not progressed:
                 break
         self._flush_pending(now)
+        path = self.selected_path
+        self._direct_peer = path.remote_address if path is not None and path.via == "direct" else None
+        self._relay_peer = path.remote_address if path is not None and path.via == "relay" else None
         self._changed.set()
         self._arm_timer()
+
+    def _drain_relay(self, relay: _Relay, now: float) -> tuple[bool, bool]:
+        """Handle a TURN allocation's events: (were there any, does anything but app data need the pump).
+
+        Application data from the selected relayed peer goes straight to the receiver (the fast path);
+        everything else takes the slow path through `_from_peer` and the event list.
+        """
+        any_events = needs_pump = False
+        while (event := relay.allocation.next_event()) is not None:
+            any_events = True
+            if isinstance(event, DataReceived):
+                data = event.data
+                if (
+                    event.peer == self._relay_peer
+                    and self._receiver is not None
+                    and data
+                    and data[0] > 3  # not STUN (RFC 7983)
+                ):
+                    self._receiver(data)
+                    continue
+                self._from_peer(data, "relay", event.peer, now)
+            else:
+                relay.events.append(event)
+                if isinstance(event, AllocationFailed | AllocationExpired):
+                    log.info("relay (%s): %s", relay.transport, event.reason)
+            needs_pump = True
+        return any_events, needs_pump
 
     def _flush_pending(self, now: float) -> None:
         """Send the datagrams held for a path once there is one; drop those held too long."""

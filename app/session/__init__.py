@@ -1,0 +1,1 @@
+"""The encrypted, mutually authenticated peer session (QUIC over the path manager's socket)."""
