@@ -247,7 +247,7 @@ class PeerSession:
 
     async def next_message(self) -> dict[str, Any]:
         """The peer's next control message; `SessionError` once the session has ended."""
-        return await self._wait_or_closed(self._messages.get())
+        return await self.unless_closed(self._messages.get())
 
     # --- data streams ---------------------------------------------------------------------------------
 
@@ -267,7 +267,7 @@ class PeerSession:
             if quic.get_send_buffer_size(stream_id) < limit:
                 break
             self._progress.clear()
-            await self._wait_or_closed(self._progress.wait())
+            await self.unless_closed(self._progress.wait())
         quic.send_stream_data(stream_id, data, end)
         self._schedule_pump()
 
@@ -279,7 +279,7 @@ class PeerSession:
 
     async def accept_stream(self) -> IncomingStream:
         """The next stream the peer opened."""
-        return await self._wait_or_closed(self._incoming.get())
+        return await self.unless_closed(self._incoming.get())
 
     # --- datagrams --------------------------------------------------------------------------------------
 
@@ -292,7 +292,7 @@ class PeerSession:
 
     async def receive_datagram(self) -> bytes:
         """The peer's next DATAGRAM frame."""
-        return await self._wait_or_closed(self._datagrams.get())
+        return await self.unless_closed(self._datagrams.get())
 
     # --- internals: I/O -----------------------------------------------------------------------------------
 
@@ -522,8 +522,8 @@ class PeerSession:
         if self._closed.done():
             raise SessionError(self._closed.result())
 
-    async def _wait_or_closed(self, awaitable: Awaitable[T]) -> T:
-        """Await ``awaitable``, or raise `SessionError` if the session ends first."""
+    async def unless_closed(self, awaitable: Awaitable[T]) -> T:
+        """Await ``awaitable``, or raise `SessionError` if the session ends first (for upper layers too)."""
         task = asyncio.ensure_future(awaitable)
         closed = asyncio.shield(self._closed)
         waiters: set[asyncio.Future[Any]] = {task, closed}

@@ -1,0 +1,202 @@
+"""The receiving side on disk: the folder files go to, and what unfinished transfers left there.
+
+Files arrive as partial files in a hidden folder inside the download folder (so the final rename never
+crosses file systems)::
+
+    DOWNLOADS/.punchline-incoming/<transfer id>/state.json     offer, names chosen, verified offsets
+    DOWNLOADS/.punchline-incoming/<transfer id>/<index>.part   the bytes so far
+
+``state.json`` is replaced atomically and records, per file, the offset up to which the partial file has
+been flushed to disk (fsync): after a crash, a dropped path or a restart of either side, the transfer
+resumes from there. A file is moved to its final name only after its SHA-256 matched the sender's; an
+existing file is never overwritten, and each top-level name of an offer is renamed as a whole ("photos
+(2)") when the folder already has one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Collection
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+from app.transfer.names import unique_path
+from app.transfer.protocol import Offer
+
+STATE_FOLDER = ".punchline-incoming"
+#: Free space kept on top of the offer, so that accepting never fills the disk to the last byte.
+FREE_SPACE_MARGIN = 64 * 1024 * 1024
+
+FileStatus = Literal["partial", "done", "failed"]
+
+
+@dataclass
+class IncomingFileState:
+    """One file of an accepted offer, as kept in ``state.json``."""
+
+    path: str  # safe relative path from the offer
+    size: int
+    status: FileStatus = "partial"
+    verified: int = 0  # bytes flushed to the partial file
+    saved_as: str | None = None
+    reason: str | None = None
+
+
+class IncomingTransfer:
+    """An accepted offer's files and their progress, kept in its state folder."""
+
+    def __init__(
+        self,
+        folder: Path,
+        transfer: str,
+        peer: str,
+        files: dict[int, IncomingFileState],
+        roots: dict[str, str],
+    ) -> None:
+        self.folder = folder
+        self.transfer = transfer
+        self.peer = peer
+        self.files = files
+        self.roots = roots
+
+    @property
+    def directory(self) -> Path:
+        """This transfer's state folder."""
+        return self.folder / STATE_FOLDER / self.transfer
+
+    def partial_path(self, index: int) -> Path:
+        """Where file ``index``'s bytes are kept until they verify."""
+        return self.directory / f"{index}.part"
+
+    def final_path(self, index: int) -> Path:
+        """A free name for file ``index`` in the download folder (its top-level name as chosen at accept)."""
+        parts = PurePosixPath(self.files[index].path).parts
+        relative = PurePosixPath(self.roots.get(parts[0], parts[0]), *parts[1:])
+        return unique_path(self.folder, relative)
+
+    @property
+    def finished(self) -> bool:
+        """No file is still partial."""
+        return all(f.status != "partial" for f in self.files.values())
+
+    def resume_point(self, index: int) -> tuple[int, Any]:
+        """The verified offset of a partial file and a running SHA-256 of the bytes before it (from disk).
+
+        A partial file shorter than its recorded offset (a crash before the data reached the disk) is
+        trusted only as far as it goes; anything past the offset is cut off.
+        """
+        state = self.files[index]
+        path = self.partial_path(index)
+        digest = hashlib.sha256()
+        try:
+            with path.open("r+b") as file:
+                offset = min(state.verified, os.fstat(file.fileno()).st_size)
+                file.truncate(offset)
+                remaining = offset
+                while remaining:
+                    chunk = file.read(min(remaining, 1024 * 1024))
+                    if not chunk:
+                        break
+                    digest.update(chunk)
+                    remaining -= len(chunk)
+                offset -= remaining
+        except FileNotFoundError:
+            offset = 0
+        state.verified = offset
+        return offset, digest
+
+    def save(self) -> None:
+        """Write ``state.json`` atomically."""
+        data = {
+            "version": 1,
+            "transfer": self.transfer,
+            "peer": self.peer,
+            "roots": self.roots,
+            "files": {str(i): vars(f) for i, f in self.files.items()},
+        }
+        self.directory.mkdir(parents=True, exist_ok=True)
+        temporary = self.directory / "state.json.tmp"
+        with temporary.open("w", encoding="utf-8") as file:
+            json.dump(data, file)
+            file.flush()
+            os.fsync(file.fileno())
+        temporary.replace(self.directory / "state.json")
+
+    def remove(self) -> None:
+        """Delete the state folder and any partial files (the transfer is over or cancelled)."""
+        shutil.rmtree(self.directory, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            (self.folder / STATE_FOLDER).rmdir()  # only if no other transfer is pending
+
+
+class Inbox:
+    """Where accepted files go, and whose offers are accepted without asking.
+
+    ``accept_from`` names the contacts whose offers are accepted automatically (None: every contact).
+    """
+
+    def __init__(self, folder: Path, accept_from: Collection[str] | None = None) -> None:
+        self.folder = folder
+        self.accept_from = frozenset(accept_from) if accept_from is not None else None
+
+    def load(self, transfer: str, peer: str) -> IncomingTransfer | None:
+        """The unfinished transfer ``transfer`` from ``peer``, if its state is on disk."""
+        path = self.folder / STATE_FOLDER / transfer / "state.json"
+        try:
+            data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+            if data.get("peer") != peer:
+                return None  # another contact cannot pick up someone else's transfer
+            files = {int(i): IncomingFileState(**f) for i, f in data["files"].items()}
+            return IncomingTransfer(self.folder, transfer, peer, files, dict(data["roots"]))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError):
+            return None  # damaged state: start over rather than trust it
+
+    def refusal(self, peer: str, offer: Offer, needed: int | None = None) -> str | None:
+        """Why this offer cannot be accepted (a person-readable reason), or None.
+
+        ``needed`` is the bytes still to come (less than the offer's total when resuming).
+        """
+        needed = offer.total if needed is None else needed
+        if self.accept_from is not None and peer not in self.accept_from:
+            return f"not accepting files from {peer}"
+        if not offer.files:
+            return "none of the offered file names can be saved safely"
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            free = shutil.disk_usage(self.folder).free
+        except OSError as exc:
+            return f"the download folder cannot be used: {exc.strerror or exc}"
+        if needed + FREE_SPACE_MARGIN > free:
+            return (
+                f"not enough free disk space: the files need {_size(needed)}, "
+                f"the receiving disk has {_size(free)} free"
+            )
+        return None
+
+    def create(self, peer: str, offer: Offer) -> IncomingTransfer:
+        """Record a newly accepted offer: choose top-level names that do not exist yet."""
+        roots: dict[str, str] = {}
+        for item in offer.files:
+            top = item.path.parts[0]
+            if top not in roots:
+                roots[top] = unique_path(self.folder, PurePosixPath(top)).name
+        files = {f.index: IncomingFileState(str(f.path), f.size) for f in offer.files}
+        transfer = IncomingTransfer(self.folder, offer.transfer, peer, files, roots)
+        transfer.save()
+        return transfer
+
+
+def _size(count: int) -> str:
+    value = float(count)
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if value < 1000:
+            return f"{value:.0f} {unit}" if unit == "bytes" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} TB"
