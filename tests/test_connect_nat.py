@@ -15,34 +15,11 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import PASSWORD
-from tests.natlab.cli import Line, Peers, read_until
+from tests.natlab.cli import Line, Peers, cut_between_routers, listening, read_until
 from tests.natlab.fixtures import LabFactory
 from tests.natlab.topology import Lab
 
 pytestmark = pytest.mark.slow
-
-
-async def listening(
-    nat_lab: LabFactory,
-    monkeypatch: pytest.MonkeyPatch,
-    left: Any,
-    right: Any,
-    *,
-    relay: Callable[[Lab], Awaitable[list[str]]] | None = None,
-    **lab_options: Any,
-) -> Peers:
-    """Build the lab, start the server, befriend alice (left) and bob (right), and have bob ``listen``.
-
-    ``relay`` starts another TURN server in the lab and returns the rendezvous options that advertise it.
-    """
-    monkeypatch.setenv("PUNCHLINE_PASSWORD", PASSWORD)
-    lab = nat_lab(left, right, **lab_options)
-    peers = Peers(lab)
-    await peers.start_server(*(await relay(lab) if relay else []))
-    await peers.befriend()
-    await peers.listen()
-    return peers
 
 
 async def scenario(
@@ -188,22 +165,6 @@ async def test_a_killed_direct_path_moves_to_the_relay_within_3_seconds(
     assert switched_after < 3.0, f"moved to the relay after {switched_after:.2f} s"
     lines = await read_until(proc, lambda line: line["event"] == "echo" and line["kind"] == "relayed")
     await proc.kill()
-
-
-def cut_between_routers(lab: Lab) -> None:
-    """In the left router: drop everything between the two routers' WAN addresses (the relay stays up)."""
-    peer_wan = lab.router_of("right").wan_ip
-    lab.nft(
-        "left_nat",
-        f"""table inet cut {{
-    chain forward {{
-        type filter hook forward priority -10; policy accept;
-        ip daddr {peer_wan} drop
-        ip saddr {peer_wan} drop
-    }}
-}}
-""",
-    )
 
 
 async def test_relay_first_then_the_live_traffic_moves_to_a_direct_path(

@@ -1,4 +1,4 @@
-"""Echo packets over a `Connection`, and path events as output lines: what ``connect`` and ``listen`` print.
+"""Echo datagrams over a peer session, and path events as output lines: what ``connect`` and ``listen`` print.
 
 An echo request is ``0x7E`` + sequence (8 bytes) + send time (8 bytes, float); the reply is the same bytes
 with ``0x7F`` first. Both first bytes sit outside STUN (0-3) and ChannelData (64-79), RFC 7983.
@@ -21,6 +21,7 @@ from app.nat.path_events import (
     PathSelected,
     PathStats,
 )
+from app.session.peer_session import PeerSession
 
 ECHO_REQUEST, ECHO_REPLY = 0x7E, 0x7F
 _ECHO = struct.Struct("!BQd")
@@ -88,14 +89,18 @@ async def print_path_events(connection: Connection, emit: Emit) -> None:
         emit_path_event(connection.peer, await connection.link.next_event(), emit)
 
 
-async def echo_client(connection: Connection, emit: Emit, *, count: int, interval: float) -> dict[str, Any]:
-    """Send ``count`` echo requests ``interval`` apart, print each reply's round trip, return a summary."""
+async def echo_client(session: PeerSession, emit: Emit, *, count: int, interval: float) -> dict[str, Any]:
+    """Send ``count`` echo requests ``interval`` apart, print each reply's round trip, return a summary.
+
+    The echoes are QUIC DATAGRAM frames, the way audio will travel: encrypted, and never retransmitted.
+    """
     loop = asyncio.get_running_loop()
+    connection = session.connection
     rtts: dict[int, float] = {}
 
     async def replies() -> None:
         while True:
-            data = await connection.link.receive()
+            data = await session.receive_datagram()
             if len(data) != _ECHO.size or data[0] != ECHO_REPLY:
                 continue
             _, seq, sent = _ECHO.unpack(data)
@@ -115,7 +120,7 @@ async def echo_client(connection: Connection, emit: Emit, *, count: int, interva
     reader = asyncio.create_task(replies())
     try:
         for seq in range(count):
-            connection.link.send(_ECHO.pack(ECHO_REQUEST, seq, loop.time()))
+            session.send_datagram(_ECHO.pack(ECHO_REQUEST, seq, loop.time()))
             await asyncio.sleep(interval)
         await asyncio.sleep(min(2.0, max(0.5, 4 * interval)))  # stragglers
     finally:
@@ -137,9 +142,9 @@ async def echo_client(connection: Connection, emit: Emit, *, count: int, interva
     return summary
 
 
-async def echo_server(connection: Connection) -> None:
-    """Answer echo requests until cancelled."""
+async def echo_server(session: PeerSession) -> None:
+    """Answer echo requests until the session ends."""
     while True:
-        data = await connection.link.receive()
+        data = await session.receive_datagram()
         if len(data) == _ECHO.size and data[0] == ECHO_REQUEST:
-            connection.link.send(bytes((ECHO_REPLY,)) + data[1:])
+            session.send_datagram(bytes((ECHO_REPLY,)) + data[1:])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import getpass
 import json
@@ -29,9 +30,12 @@ from websockets.exceptions import InvalidHandshake, InvalidURI
 
 from app.cli.echo import echo_client, echo_server, print_path_events
 from app.cli.sessions import SavedSessions
-from app.identity import IdentityError, load_or_create_identity
+from app.cli.transfer_output import TransferPrinter
+from app.identity import DeviceIdentity, IdentityError, load_or_create_identity
 from app.nat.connect import ConnectError as NatConnectError
 from app.nat.connect import Connection, ConnectOptions, Connector
+from app.session.peer_session import PeerSession, SessionError, SessionRefused
+from app.session.trust import TrustStore, safety_number
 from app.signalling import events as ev
 from app.signalling.client import (
     ClientOptions,
@@ -44,6 +48,10 @@ from app.signalling.client import (
     server_host,
 )
 from app.stun_client import StunClientError, discover_public_address
+from app.transfer.endpoint import TransferEndpoint, TransferRefused
+from app.transfer.events import TransferFinished
+from app.transfer.inbox import Inbox
+from app.transfer.outbox import NothingToSend, OutgoingTransfers, SourceFile, collect_files
 from rendezvous.config import DEFAULT_PORT
 from rendezvous.wire import signalling as sig
 from rendezvous.wire.signalling import Contact, Register
@@ -188,7 +196,7 @@ async def cmd_watch(args: argparse.Namespace, out: Output) -> None:
 
 
 async def cmd_connect(args: argparse.Namespace, out: Output) -> None:
-    async with _connecting(args, out) as (_, connector):
+    async with _connecting(args, out) as (client, connector):
         out.emit("dialing", f"connecting to {args.name}...", peer=args.name)
         try:
             connection = await connector.dial(args.name)
@@ -196,7 +204,11 @@ async def cmd_connect(args: argparse.Namespace, out: Output) -> None:
             raise CliError(str(exc), EXIT_REFUSED, "no_path") from exc
         events = asyncio.create_task(print_path_events(connection, out.emit))
         try:
-            summary = await echo_client(connection, out.emit, count=args.count, interval=args.interval)
+            session = await _start_session(args, client, connection)
+            try:
+                summary = await echo_client(session, out.emit, count=args.count, interval=args.interval)
+            finally:
+                await session.close()
         finally:
             events.cancel()
             connection.close()
@@ -205,8 +217,12 @@ async def cmd_connect(args: argparse.Namespace, out: Output) -> None:
 
 
 async def cmd_listen(args: argparse.Namespace, out: Output) -> None:
+    inbox = None
+    if args.accept_files:
+        inbox = Inbox(args.accept_files, accept_from=args.accept_from or None)
     async with _connecting(args, out) as (client, connector):
-        out.emit("listening", f"{client.username} is waiting for connections (Ctrl-C to stop)")
+        files = f"; files go to {inbox.folder}" if inbox else ""
+        out.emit("listening", f"{client.username} is waiting for connections (Ctrl-C to stop){files}")
         sessions: set[asyncio.Task[None]] = set()
         try:
             while True:
@@ -215,7 +231,7 @@ async def cmd_listen(args: argparse.Namespace, out: Output) -> None:
                 except NatConnectError as exc:
                     out.emit("connect_failed", f"an incoming connection failed: {exc}", reason=str(exc))
                     continue
-                task = asyncio.create_task(_serve(connection, out))
+                task = asyncio.create_task(_serve(args, client, connection, out, inbox))
                 sessions.add(task)
                 task.add_done_callback(sessions.discard)
         finally:
@@ -239,14 +255,154 @@ async def _connecting(
             await connector.close()
 
 
-async def _serve(connection: Connection, out: Output) -> None:
-    """Echo for one incoming connection and print its path events, until cancelled."""
-    echo = asyncio.create_task(echo_server(connection))
+async def _serve(
+    args: argparse.Namespace,
+    client: SignallingClient,
+    connection: Connection,
+    out: Output,
+    inbox: Inbox | None,
+) -> None:
+    """One incoming connection: start the session, answer echoes and file offers, print what happens."""
+    events = asyncio.create_task(print_path_events(connection, out.emit))
     try:
-        await print_path_events(connection, out.emit)
+        try:
+            session = await _start_session(args, client, connection)
+        except CliError as exc:
+            out.emit("session_refused", str(exc), peer=connection.peer, code=exc.code, reason=str(exc))
+            return
+        printer = TransferPrinter(out.emit, out.as_json, lambda: connection.link.selected_path)
+        endpoint = TransferEndpoint(session, inbox=inbox, on_event=printer)
+        echo = asyncio.create_task(echo_server(session))
+        try:
+            reason = await endpoint.run()
+            out.emit(
+                "session_ended",
+                f"session with {connection.peer} ended: {reason}",
+                peer=connection.peer,
+                reason=reason,
+            )
+        finally:
+            echo.cancel()
+            await session.close()
     finally:
-        echo.cancel()
+        events.cancel()
         connection.close()
+
+
+async def cmd_send(args: argparse.Namespace, out: Output) -> None:
+    """Send files to a contact; reconnect and resume after a dropped path, until done or --give-up-after."""
+    try:
+        files = collect_files(args.paths)
+    except NothingToSend as exc:
+        raise CliError(str(exc), EXIT_USAGE, "nothing_to_send") from exc
+    outbox = OutgoingTransfers(_config_dir(args) / "transfers")
+    transfer, resumed = outbox.transfer_id(args.to, files)
+    if resumed:
+        out.emit(
+            "resuming", f"Resuming an unfinished transfer of these files to {args.to}.", transfer=transfer
+        )
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + args.give_up_after
+    delay = 1.0
+    async with _connecting(args, out) as (client, connector):
+        while True:
+            try:
+                finished = await _send_once(
+                    args, client=client, connector=connector, transfer=transfer, files=files, out=out
+                )
+                break
+            except TransferRefused as exc:
+                outbox.finished(args.to, files)
+                raise CliError(str(exc), EXIT_REFUSED, "declined") from exc
+            except (NatConnectError, SessionError, NotConnected, ServerError) as exc:
+                if isinstance(exc, ServerError) and exc.code != "offline":
+                    raise  # refused by the server (not a contact...): trying again will not help
+                if loop.time() + delay > deadline:
+                    raise CliError(
+                        f"gave up after {args.give_up_after:g} s: {exc} (the same command resumes)",
+                        EXIT_UNREACHABLE,
+                        "gave_up",
+                    ) from exc
+                out.emit("retrying", f"{exc}; trying again in {delay:.0f} s", reason=str(exc), retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+    outbox.finished(args.to, files)
+    if finished.failed:
+        raise CliError(f"{finished.failed} file(s) could not be sent", EXIT_REFUSED, "files_failed")
+
+
+async def _send_once(
+    args: argparse.Namespace,
+    *,
+    client: SignallingClient,
+    connector: Connector,
+    transfer: str,
+    files: list[SourceFile],
+    out: Output,
+) -> TransferFinished:
+    """One session's attempt: dial, start the session, offer and send; errors go to the retry loop."""
+    out.emit("dialing", f"connecting to {args.to}...", peer=args.to)
+    connection = await connector.dial(args.to)
+    events = asyncio.create_task(print_path_events(connection, out.emit))
+    try:
+        session = await _start_session(args, client, connection)
+        printer = TransferPrinter(out.emit, out.as_json, lambda: connection.link.selected_path)
+        endpoint = TransferEndpoint(session, on_event=printer)
+        runner = asyncio.create_task(endpoint.run())
+        try:
+            return await endpoint.send(transfer, files)
+        finally:
+            await session.close("done")
+            await runner
+    finally:
+        events.cancel()
+        connection.close()
+
+
+async def cmd_trust(args: argparse.Namespace, out: Output) -> None:
+    """Accept the new identity key a contact presented, after comparing the safety number."""
+    store = TrustStore(_config_dir(args))
+    identity = _identity(args)
+    pinned = store.get(args.name)
+    if pinned is None:
+        raise CliError(f"No key is pinned for {args.name} yet: it will be on your first session.", EXIT_USAGE)
+    if pinned.pending is None:
+        number = safety_number(identity.public_key_bytes, pinned.key)
+        out.emit(
+            "trusted",
+            f"{args.name}'s key is pinned; safety number {number}.",
+            user=args.name,
+            safety_number=number,
+            changed=False,
+        )
+        return
+    number = safety_number(identity.public_key_bytes, pinned.pending)
+    store.accept_pending(args.name)
+    out.emit(
+        "trusted",
+        f"Accepted {args.name}'s new key; safety number {number}.",
+        user=args.name,
+        safety_number=number,
+        changed=True,
+    )
+
+
+async def _start_session(
+    args: argparse.Namespace, client: SignallingClient, connection: Connection
+) -> PeerSession:
+    """The encrypted session on a connection, checked against the key the server lists and our pin."""
+    expected = None
+    contact = client.contacts.get(connection.peer)
+    for device in contact.devices if contact else ():
+        if device.device_id == connection.peer_device:
+            with contextlib.suppress(ValueError):
+                expected = base64.b64decode(device.identity_key, validate=True)
+    try:
+        return await PeerSession.start(
+            connection, _identity(args), TrustStore(_config_dir(args)), expected_key=expected
+        )
+    except SessionRefused as exc:
+        raise CliError(str(exc), EXIT_REFUSED, "key_changed") from exc
 
 
 async def _route_signals(client: SignallingClient, connector: Connector, out: Output) -> None:
@@ -274,10 +430,7 @@ async def _signed_in(
     password = None
     if token is None:
         password = _password(args)
-    try:
-        identity = load_or_create_identity(_config_dir(args))
-    except IdentityError as exc:
-        raise CliError(str(exc), EXIT_USAGE) from exc
+    identity = _identity(args)
     client = SignallingClient(
         args.server,
         Credentials(user, password=password, token=token),
@@ -385,6 +538,13 @@ def _config_dir(args: argparse.Namespace) -> Path:
     return Path(args.config_dir) if args.config_dir else Path(platformdirs.user_config_dir("punchline"))
 
 
+def _identity(args: argparse.Namespace) -> DeviceIdentity:
+    try:
+        return load_or_create_identity(_config_dir(args))
+    except IdentityError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from exc
+
+
 def _sessions(args: argparse.Namespace) -> SavedSessions:
     return SavedSessions(_config_dir(args))
 
@@ -409,9 +569,18 @@ COMMANDS: dict[str, tuple[Command, str]] = {
     "whoami": (cmd_whoami, "show your account and public address (from STUN)"),
     "watch": (cmd_watch, "print contact, presence and signal events until Ctrl-C"),
     "connect": (cmd_connect, "find a path to contact NAME (running 'listen') and exchange echo packets"),
-    "listen": (cmd_listen, "answer connections from contacts and echo their packets until Ctrl-C"),
+    "listen": (
+        cmd_listen,
+        "answer connections from contacts (echo, and files with --accept-files) until Ctrl-C",
+    ),
+    "send": (cmd_send, "send files and folders to contact NAME (running 'listen --accept-files')"),
+    "trust": (cmd_trust, "accept the new identity key NAME presented (compare the safety number first)"),
 }
-NAMED = {"add", "accept", "decline", "remove", "block", "unblock", "connect"}
+NAMED = {"add", "accept", "decline", "remove", "block", "unblock", "connect", "trust"}
+
+
+def _user_path(text: str) -> Path:
+    return Path(text).expanduser()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -438,13 +607,36 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "whoami":
             sub.add_argument("--stun", help="STUN server HOST:PORT (default: the rendezvous server's)")
             sub.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for STUN")
-        if name in ("connect", "listen"):
+        if name in ("connect", "listen", "send"):
             sub.add_argument(
                 "--force-relay", action="store_true", help="only use the relay (never reveal your address)"
             )
             sub.add_argument(
                 "--allow-loopback", action="store_true", help=argparse.SUPPRESS
             )  # one-host tests
+        if name == "send":
+            sub.add_argument(
+                "paths", metavar="PATH", nargs="+", type=_user_path, help="files and folders to send"
+            )
+            sub.add_argument("--to", required=True, metavar="NAME", help="the contact to send to")
+            sub.add_argument(
+                "--give-up-after",
+                type=float,
+                default=600.0,
+                metavar="SECONDS",
+                help="keep reconnecting and resuming this long (default 600)",
+            )
+        if name == "listen":
+            sub.add_argument(
+                "--accept-files", metavar="DIR", type=_user_path, help="accept file offers into DIR"
+            )
+            sub.add_argument(
+                "--from",
+                dest="accept_from",
+                action="append",
+                metavar="NAME",
+                help="accept files only from NAME (repeatable; default: every contact)",
+            )
         if name == "connect":
             sub.add_argument("--count", type=int, default=10, help="echo packets to send")
             sub.add_argument("--interval", type=float, default=0.2, help="seconds between echo packets")

@@ -43,7 +43,10 @@ from app.transfer.protocol import (
 log = logging.getLogger("punchline.transfer")
 
 CHUNK = 256 * 1024
+#: The receiver makes its offset durable (fsync, then state.json) after this many bytes or seconds,
+#: whichever comes first: a killed receiver resumes from at most a second before it died.
 CHECKPOINT = 16 * 1024 * 1024
+CHECKPOINT_SECONDS = 1.0
 _STOP_FILE = 1  # stream reset code: the sender stopped this file (read error, cancel)
 
 
@@ -76,7 +79,8 @@ class _Receiving:
     meter: RateMeter
     started: float
     moved: int = 0
-    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    dropped: bool = False  # cancelled: its files are deleted, not checkpointed
 
 
 class TransferEndpoint:
@@ -342,6 +346,7 @@ class TransferEndpoint:
                 {"type": "decline", "transfer": transfer, "reason": "not accepting files"}
             )
             return
+        await inbox.claim(transfer, self, self._let_go)
         state = inbox.load(transfer, self._peer)
         resumed = state is not None
         if state is not None and {i: f.size for i, f in state.files.items()} != {
@@ -411,7 +416,13 @@ class TransferEndpoint:
                 return  # not a transfer we accepted on this session
             if receiving.state.files[index].status != "partial":
                 return
-            await self._receive_file(receiving, index, offset, stream, header[HEADER_SIZE:])
+            task = asyncio.current_task()
+            assert task is not None
+            receiving.tasks.add(task)
+            try:
+                await self._receive_file(receiving, index, offset, stream, header[HEADER_SIZE:])
+            finally:
+                receiving.tasks.discard(task)
         except (StreamAborted, SessionError):
             return
         except TransferProtocolError as exc:
@@ -436,6 +447,7 @@ class TransferEndpoint:
             file.truncate(offset)
             file.seek(offset)
             unsynced = 0
+            synced_at = self._loop.time()
             data = first
             try:
                 while True:
@@ -446,9 +458,9 @@ class TransferEndpoint:
                         receiving.moved += len(body)
                         now = self._loop.time()
                         receiving.meter.add(now, len(body))
-                        if unsynced >= CHECKPOINT:
+                        if unsynced >= CHECKPOINT or now - synced_at >= CHECKPOINT_SECONDS:
                             await self._checkpoint(state, index, file, incoming.position)
-                            unsynced = 0
+                            unsynced, synced_at = 0, self._loop.time()
                         if receiving.meter.due(now):
                             self._receive_progress(receiving, index, source, incoming.position)
                     if incoming.complete:
@@ -457,8 +469,9 @@ class TransferEndpoint:
                     if not data:
                         break
             finally:
-                if not incoming.complete and state.transfer in self._receiving:
-                    await self._checkpoint(state, index, file, incoming.position)
+                if not incoming.complete and not receiving.dropped:
+                    # No await here: this runs while the task is being cancelled (session over).
+                    _record_offset(state, index, file, incoming.position)
             if not incoming.complete:
                 return  # the sender stopped: file-failed or a new session will say what next
             file.flush()
@@ -467,7 +480,7 @@ class TransferEndpoint:
         await self._finish_file(receiving, index, incoming)
 
     async def _checkpoint(self, state: IncomingTransfer, index: int, file: IO[bytes], position: int) -> None:
-        """Make the bytes so far durable, then record the offset (never the other way round)."""
+        """`_record_offset` with the fsync in a worker thread."""
         file.flush()
         await asyncio.to_thread(os.fsync, file.fileno())
         state.files[index].verified = position
@@ -531,6 +544,8 @@ class TransferEndpoint:
         if receiving is None or not receiving.state.finished:
             return
         del self._receiving[transfer]
+        if self._inbox is not None:
+            self._inbox.release(transfer, self)
         files = receiving.state.files.values()
         completed = sum(1 for f in files if f.status == "done")
         receiving.state.remove()
@@ -577,7 +592,22 @@ class TransferEndpoint:
 
     def _drop(self, receiving: _Receiving) -> None:
         """Forget a cancelled incoming transfer: its partial files and state go (finished files stay)."""
+        receiving.dropped = True
+        for task in receiving.tasks:
+            task.cancel()
         receiving.state.remove()
+        if self._inbox is not None:
+            self._inbox.release(receiving.state.transfer, self)
+
+    async def _let_go(self, transfer: str) -> None:
+        """Another session took this transfer over (the sender reconnected before we noticed the old
+        session was dead): stop writing, record the offset, and forget it here."""
+        receiving = self._receiving.pop(transfer, None)
+        if receiving is None:
+            return
+        for task in receiving.tasks:
+            task.cancel()
+        await asyncio.gather(*receiving.tasks, return_exceptions=True)
 
     def _session_send(self, message: dict[str, Any]) -> None:
         with contextlib.suppress(SessionError):
@@ -585,10 +615,20 @@ class TransferEndpoint:
 
     def _interrupted(self, reason: str) -> None:
         for transfer in list(self._receiving):
+            if self._inbox is not None:
+                self._inbox.release(transfer, self)
             self._emit(ev.TransferInterrupted(transfer, self._peer, "receive", reason))
         self._receiving.clear()
         for transfer in self._outgoing:
             self._emit(ev.TransferInterrupted(transfer, self._peer, "send", reason))
+
+
+def _record_offset(state: IncomingTransfer, index: int, file: IO[bytes], position: int) -> None:
+    """Make the bytes so far durable, then record the offset (never the other way round)."""
+    file.flush()
+    os.fsync(file.fileno())
+    state.files[index].verified = position
+    state.save()
 
 
 def _prefix_digest(file: IO[bytes], offset: int, expected: str) -> tuple[int, Any]:

@@ -20,7 +20,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Collection
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
@@ -143,6 +143,23 @@ class Inbox:
     def __init__(self, folder: Path, accept_from: Collection[str] | None = None) -> None:
         self.folder = folder
         self.accept_from = frozenset(accept_from) if accept_from is not None else None
+        self._owners: dict[str, tuple[object, Callable[[str], Awaitable[None]]]] = {}
+
+    async def claim(self, transfer: str, owner: object, let_go: Callable[[str], Awaitable[None]]) -> None:
+        """Make ``owner`` (a session's endpoint) the one receiving ``transfer``.
+
+        A sender that reconnects may re-offer before our old session has noticed it is dead; that session
+        must stop writing and record its offset (``let_go``) before the new one reads the state.
+        """
+        previous = self._owners.get(transfer)
+        self._owners[transfer] = (owner, let_go)
+        if previous is not None and previous[0] is not owner:
+            await previous[1](transfer)
+
+    def release(self, transfer: str, owner: object) -> None:
+        """``owner`` no longer receives ``transfer`` (finished, cancelled, or its session ended)."""
+        if self._owners.get(transfer, (None,))[0] is owner:
+            del self._owners[transfer]
 
     def load(self, transfer: str, peer: str) -> IncomingTransfer | None:
         """The unfinished transfer ``transfer`` from ``peer``, if its state is on disk."""

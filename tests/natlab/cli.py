@@ -5,9 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
+
+from tests.conftest import PASSWORD
+from tests.natlab.fixtures import LabFactory
 from tests.natlab.process import LabProcess
 from tests.natlab.topology import Lab
 
@@ -25,6 +29,7 @@ class Peers:
     def __init__(self, lab: Lab) -> None:
         self.lab = lab
         self.url = f"ws://{lab.server.ip}:8765"
+        self.listener: LabProcess | None = None  # the last `listen` started
 
     async def start_server(self, *options: str) -> LabProcess:
         """``python -m rendezvous`` on the server host (8765 signalling, 3478 STUN/TURN), once it listens."""
@@ -63,9 +68,14 @@ class Peers:
         await self.run(alice_host, "alice", "add", "bob")
         await self.run(bob_host, "bob", "accept", "alice")
 
+    async def send(self, *args: str, host: str = "left") -> LabProcess:
+        """Start ``send ARGS... --to bob`` as alice (read its lines with `read_until`)."""
+        return await self.lab.spawn(host, *self.argv("alice", "send", *args, "--to", "bob"), stdin=False)
+
     async def listen(self, host: str = "right", *options: str) -> LabProcess:
         """Start ``listen`` as bob; return once it says it is listening."""
         listener = await self.lab.spawn(host, *self.argv("bob", "listen", *options), stdin=False)
+        self.listener = listener
         line = json.loads(await listener.read_line(15))
         if line["event"] != "listening":
             raise PeerError(f"listen printed {line}")
@@ -87,3 +97,42 @@ async def read_until(proc: LabProcess, done: Callable[[Line], bool], timeout: fl
             raise PeerError(f"connect failed: {line}\n{proc.stderr_text()}")
         if done(line):
             return lines
+
+
+async def listening(
+    nat_lab: LabFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    left: Any,
+    right: Any,
+    *,
+    relay: Callable[[Lab], Awaitable[list[str]]] | None = None,
+    listen_options: tuple[str, ...] = (),
+    **lab_options: Any,
+) -> Peers:
+    """Build the lab, start the server, befriend alice (left) and bob (right), and have bob ``listen``.
+
+    ``relay`` starts another TURN server in the lab and returns the rendezvous options that advertise it.
+    """
+    monkeypatch.setenv("PUNCHLINE_PASSWORD", PASSWORD)
+    lab = nat_lab(left, right, **lab_options)
+    peers = Peers(lab)
+    await peers.start_server(*(await relay(lab) if relay else []))
+    await peers.befriend()
+    await peers.listen("right", *listen_options)
+    return peers
+
+
+def cut_between_routers(lab: Lab) -> None:
+    """In the left router: drop everything between the two routers' WAN addresses (the relay stays up)."""
+    peer_wan = lab.router_of("right").wan_ip
+    lab.nft(
+        "left_nat",
+        f"""table inet cut {{
+    chain forward {{
+        type filter hook forward priority -10; policy accept;
+        ip daddr {peer_wan} drop
+        ip saddr {peer_wan} drop
+    }}
+}}
+""",
+    )
