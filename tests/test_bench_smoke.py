@@ -27,3 +27,18 @@ def test_load_benchmark_runs_and_delivers_every_message() -> None:
     assert steady["sent"] == steady["accepted"] == steady["delivered"] == 50
     assert report["held"]["connected_at_end"] == 20
     assert report["server_log"] == {"exit_status": 0, "warnings": 0, "errors": 0}
+
+
+def test_transfer_benchmark_runs_end_to_end() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.bench.transfer_speed", "--size-mb", "8", "--no-wormhole", "--json"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["ours_loopback"]["complete"] is True
+    assert report["ours_loopback"]["MBps"] > 0

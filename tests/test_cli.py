@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import sys
@@ -131,3 +132,63 @@ async def test_password_file_and_human_output(server: RendezvousServer, tmp_path
     out, _ = await process.communicate()
     assert process.returncode == 0
     assert "No contacts yet" in out.decode()
+
+
+async def test_send_and_listen_move_a_folder_and_say_so(
+    cli: Cli, server: RendezvousServer, tmp_path: Path
+) -> None:
+    for user in ("alice", "bob"):
+        assert (await cli(user, "register"))[0] == 0
+    assert (await cli("alice", "add", "bob"))[0] == 0
+    assert (await cli("bob", "accept", "alice"))[0] == 0
+    folder = tmp_path / "trip"
+    (folder / "day 1").mkdir(parents=True)
+    (folder / "day 1" / "photo.jpg").write_bytes(os.urandom(300_000))
+    (folder / "notes.txt").write_text("hello\n")
+    downloads = tmp_path / "downloads"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PUNCHLINE_")}
+    env["PUNCHLINE_PASSWORD"] = PASSWORD
+    listener = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "app.cli.main", "listen", "--accept-files", str(downloads), "--from", "alice",
+        "--allow-loopback", "--json", "--user", "bob", "--server", server.url,
+        "--config-dir", str(tmp_path / "bob"),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+    )  # fmt: skip
+    try:
+        assert listener.stdout is not None
+        first = json.loads(await asyncio.wait_for(listener.stdout.readline(), 30))
+        assert first["event"] == "listening"
+        status, lines, _ = await cli("alice", "send", str(folder), "--to", "bob", "--allow-loopback")
+        assert status == 0, lines
+        events = [line["event"] for line in lines]
+        assert events[0] == "dialing"
+        assert {"offer", "accepted", "progress", "done", "finished"} <= set(events)
+        done = {line["path"]: line for line in lines if line["event"] == "done"}
+        assert set(done) == {"trip/day 1/photo.jpg", "trip/notes.txt"}
+        assert {line["path_type"] for line in done.values()} == {"lan"}
+        for name, line in done.items():
+            saved = downloads / name
+            assert saved.read_bytes() == (tmp_path / name).read_bytes()
+            assert line["sha256"] == hashlib.sha256(saved.read_bytes()).hexdigest()
+        # The listener printed the same files as saved, with where they went.
+        received: list[dict[str, Any]] = []
+        while not any(line["event"] == "finished" for line in received):
+            received.append(json.loads(await asyncio.wait_for(listener.stdout.readline(), 10)))
+        saved_as = {line["saved_as"] for line in received if line["event"] == "done"}
+        assert saved_as == {str(downloads / name) for name in done}
+    finally:
+        listener.terminate()
+        await listener.wait()
+
+
+async def test_send_explains_what_is_wrong(cli: Cli, tmp_path: Path) -> None:
+    assert (await cli("alice", "register"))[0] == 0
+    status, lines, _ = await cli("alice", "send", str(tmp_path / "missing.txt"), "--to", "bob")
+    assert status == 2
+    assert "no such file or folder" in lines[-1]["message"]
+    (tmp_path / "a.txt").write_text("a")
+    status, lines, _ = await cli(
+        "alice", "send", str(tmp_path / "a.txt"), "--to", "bob", "--give-up-after", "0"
+    )
+    assert status != 0
+    assert lines[-1]["event"] == "error"
