@@ -307,3 +307,25 @@ def test_sending_the_same_files_again_reuses_the_transfer_id(tmp_path: Path) -> 
     assert store.transfer_id("bob", collect_files([tmp_path / "a.txt"]))[0] != first
     store.finished("bob", files)
     assert store.transfer_id("bob", files)[0] != first
+
+
+@pytest.mark.parametrize(
+    "offer",
+    [
+        {"type": "offer", "transfer": "not-hex"},
+        {"type": "offer", "transfer": "a" * 32, "files": []},
+        {"type": "offer", "transfer": "a" * 32, "files": [{"index": 0, "path": "x", "size": -1}]},
+        {"type": "offer", "transfer": "a" * 32, "files": [{"index": 0, "path": 7, "size": 1}]},
+        {"type": "offer", "transfer": "a" * 32, "files": [{"index": 0, "path": "x", "size": 1}] * 2},
+    ],
+    ids=["bad-id", "no-files", "negative-size", "name-not-text", "repeated-index"],
+)
+async def test_a_malformed_offer_ends_the_session_with_a_reason(
+    pair: tuple[Side, Side], offer: dict[str, object]
+) -> None:
+    sender, receiver = pair
+    sender.session.send_message(offer)
+    async with asyncio.timeout(5):
+        reason = await sender.session.wait_closed()
+    assert "protocol error" in reason
+    assert not receiver.of(ev.TransferAccepted)

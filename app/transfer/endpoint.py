@@ -131,7 +131,7 @@ class TransferEndpoint:
     def _dispatch(self, message: dict[str, Any]) -> None:
         kind = message["type"]
         if kind == "offer":
-            self._spawn(self._on_offer(message))
+            self._spawn(self._answer_offer(message))
         elif kind in ("accept", "decline"):
             outgoing = self._outgoing.get(transfer_id(message))
             if outgoing is not None and not outgoing.reply.done():
@@ -336,6 +336,19 @@ class TransferEndpoint:
                 future.set_result({"type": "cancel", "ok": False})
 
     # --- receiving ------------------------------------------------------------------------------------
+
+    async def _answer_offer(self, message: dict[str, Any]) -> None:
+        """`_on_offer`, turning a bad offer into a closed session and a local failure into a decline."""
+        try:
+            await self._on_offer(message)
+        except TransferProtocolError as exc:
+            log.warning("bad offer from %s: %s", self._peer, exc)
+            await self._session.close(f"file transfer protocol error: {exc}")
+        except OSError as exc:
+            reason = f"the receiving side cannot store the files: {exc.strerror or exc}"
+            transfer = str(message.get("transfer"))
+            self._session_send({"type": "decline", "transfer": transfer, "reason": reason})
+            self._emit(ev.TransferDeclined(transfer, self._peer, "receive", reason))
 
     async def _on_offer(self, message: dict[str, Any]) -> None:
         offer = parse_offer(message)
