@@ -190,9 +190,12 @@ async def wormhole_loopback(source: Path, work: Path) -> dict[str, Any]:
     mailbox_port, relay_port = free_port(), free_port()
     servers = [
         await spawn(
-            str(bin_dir / "twist"), "wormhole-mailbox", f"--port=tcp:{mailbox_port}:interface=127.0.0.1"
+            str(bin_dir / "twist"), "wormhole-mailbox", f"--port=tcp:{mailbox_port}:interface=127.0.0.1",
+            cwd=work,  # both servers keep an SQLite usage database in their working folder
         ),
-        await spawn(str(bin_dir / "twist"), "transitrelay", f"--port=tcp:{relay_port}:interface=127.0.0.1"),
+        await spawn(
+            str(bin_dir / "twist"), "transitrelay", f"--port=tcp:{relay_port}:interface=127.0.0.1", cwd=work
+        ),
     ]
     try:
         for port in (mailbox_port, relay_port):
