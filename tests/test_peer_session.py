@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 from pathlib import Path
 
 import pytest
 
 from app.identity import DeviceIdentity
-from app.session.peer_session import PeerSession, SessionError, SessionRefused
+from app.session.loss_repair import RepairConfig
+from app.session.peer_session import PeerSession, SessionConfig, SessionError, SessionRefused
 from app.session.trust import KeyChanged
 from tests.session_helpers import Peer, linked_connections, session_pair, start_sessions
 
@@ -139,3 +141,45 @@ async def test_a_key_other_than_the_registered_one_is_refused(alice: Peer, bob: 
     assert "other than the one the server lists" in str(results[0])
     assert isinstance(results[1], SessionError)
     assert alice.trust.get("bob") is None  # nothing was pinned
+
+
+async def test_a_peer_that_sends_no_repair_still_talks_to_one_that_does(alice: Peer, bob: Peer) -> None:
+    dialler, answerer = await linked_connections()
+    ours, theirs = await asyncio.gather(
+        PeerSession.start(
+            dialler, alice.identity, alice.trust, config=SessionConfig(repair=RepairConfig.OFF)
+        ),
+        PeerSession.start(answerer, bob.identity, bob.trust),
+    )
+    try:
+        stream = ours.open_stream()
+        payload = os.urandom(300_000)
+        await ours.write(stream, payload, end=True)
+        incoming = await theirs.accept_stream()
+        received = b""
+        while chunk := await asyncio.wait_for(incoming.read(), 10):
+            received += chunk
+        assert received == payload
+    finally:
+        await asyncio.gather(ours.close(linger=0.1), theirs.close(linger=0.1))
+
+
+async def test_random_loss_on_the_path_is_repaired_under_quic(alice: Peer, bob: Peer) -> None:
+    config = SessionConfig(repair=RepairConfig(report_interval=0.02))
+    async with session_pair(alice, bob, config) as (ours, theirs):
+        # The network drops 3 % of what alice sends (a fault on the wire, not in our code).
+        link = ours.connection.link
+        send = link.send
+        rng = random.Random(5)
+        link.send = lambda data: True if rng.random() < 0.03 else send(data)  # type: ignore[method-assign]
+        stream = ours.open_stream()
+        payload = os.urandom(4_000_000)
+        await ours.write(stream, payload, end=True)
+        incoming = await theirs.accept_stream()
+        received = bytearray()
+        while chunk := await asyncio.wait_for(incoming.read(), 10):
+            received += chunk
+        assert received == payload
+        assert 0.015 < ours.repair_stats.peer_loss < 0.06
+        assert theirs.repair_stats.repaired > 50
+        assert theirs.repair_stats.given_up < theirs.repair_stats.repaired / 10

@@ -34,7 +34,8 @@ from app.cli.transfer_output import TransferPrinter
 from app.identity import DeviceIdentity, IdentityError, load_or_create_identity
 from app.nat.connect import ConnectError as NatConnectError
 from app.nat.connect import Connection, ConnectOptions, Connector
-from app.session.peer_session import PeerSession, SessionError, SessionRefused
+from app.session.loss_repair import RepairConfig
+from app.session.peer_session import PeerSession, SessionConfig, SessionError, SessionRefused
 from app.session.trust import TrustStore, safety_number
 from app.signalling import events as ev
 from app.signalling.client import (
@@ -399,7 +400,11 @@ async def _start_session(
                 expected = base64.b64decode(device.identity_key, validate=True)
     try:
         return await PeerSession.start(
-            connection, _identity(args), TrustStore(_config_dir(args)), expected_key=expected
+            connection,
+            _identity(args),
+            TrustStore(_config_dir(args)),
+            expected_key=expected,
+            config=SessionConfig(repair=RepairConfig.OFF) if args.no_loss_repair else None,
         )
     except SessionRefused as exc:
         raise CliError(str(exc), EXIT_REFUSED, "key_changed") from exc
@@ -614,6 +619,11 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument(
                 "--allow-loopback", action="store_true", help=argparse.SUPPRESS
             )  # one-host tests
+            sub.add_argument(
+                "--no-loss-repair",
+                action="store_true",
+                help="send bare QUIC, without repair of random loss (for measurements)",
+            )
         if name == "send":
             sub.add_argument(
                 "paths", metavar="PATH", nargs="+", type=_user_path, help="files and folders to send"

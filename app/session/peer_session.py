@@ -28,7 +28,7 @@ import logging
 import ssl
 from collections import deque
 from collections.abc import Awaitable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from qh3._hazmat import Buffer
@@ -42,6 +42,7 @@ from app.nat.connect import Connection
 from app.session.auth import AuthFailed, auth_message, verify_auth
 from app.session.control import ControlProtocolError, MessageDecoder, encode_message
 from app.session.credentials import ED25519_SCHEME, certificate_identity_key, tls_credentials
+from app.session.loss_repair import LossRepair, RepairConfig, RepairStats
 from app.session.trust import KeyChanged, TrustOutcome, TrustStore
 
 log = logging.getLogger("punchline.session")
@@ -87,6 +88,8 @@ class SessionConfig:
     #: Connection and stream receive windows (bytes): at least the bandwidth-delay product of a fast path.
     max_data: int = 32 * 1024 * 1024
     max_stream_data: int = 16 * 1024 * 1024
+    #: Repair of random loss under QUIC (`app.session.loss_repair`; `RepairConfig.OFF` sends none).
+    repair: RepairConfig = field(default_factory=RepairConfig)
 
 
 @dataclass(frozen=True)
@@ -176,6 +179,8 @@ class PeerSession:
         self._progress = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
         self._pump_scheduled = False
+        self._repair = LossRepair(config.repair)
+        self._repair_timer: asyncio.TimerHandle | None = None
         self.peer: PeerIdentity | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------------
@@ -235,6 +240,11 @@ class PeerSession:
     def is_closed(self) -> bool:
         """True once the session has ended."""
         return self._closed.done()
+
+    @property
+    def repair_stats(self) -> RepairStats:
+        """Loss repair counters: the loss the peer reports, datagrams repaired or given up (status panel)."""
+        return self._repair.stats
 
     # --- control messages -----------------------------------------------------------------------------
 
@@ -317,6 +327,19 @@ class PeerSession:
         )
 
     def _datagram_received(self, data: bytes) -> None:
+        repair = self._repair
+        packet = repair.in_order(data)
+        if packet is not None:
+            self._quic_datagram(packet)
+            return
+        deliver, send = repair.receive(data, self._loop.time())
+        self._send_raw(send)
+        for packet in deliver:
+            self._quic_datagram(packet)
+        if repair.wake:
+            self._schedule_repair_timer()
+
+    def _quic_datagram(self, data: bytes) -> None:
         now = self._loop.time()
         if self._quic is None:
             if self._client or self._closed.done():
@@ -332,6 +355,39 @@ class PeerSession:
         self._quic.receive_datagram(data, _PEER_ADDRESS, now)
         self._schedule_pump()
 
+    def _send(self, packet: bytes, now: float) -> None:
+        """Send one QUIC datagram on the link, through the repair layer."""
+        repair = self._repair
+        if repair.protecting:
+            self._send_raw(repair.protect(packet, now))
+        else:
+            self.connection.link.send(repair.wrap(packet))
+
+    def _send_raw(self, datagrams: list[bytes]) -> None:
+        link = self.connection.link
+        for datagram in datagrams:
+            link.send(datagram)
+
+    def _schedule_repair_timer(self) -> None:
+        self._repair.wake = False
+        deadline = self._repair.next_deadline()
+        timer = self._repair_timer
+        if timer is not None:
+            if deadline is not None and timer.when() <= deadline:
+                return  # an earlier wake-up is booked; it reschedules
+            timer.cancel()
+            self._repair_timer = None
+        if deadline is not None and not self._closed.done():
+            self._repair_timer = self._loop.call_at(deadline, self._on_repair_timer)
+
+    def _on_repair_timer(self) -> None:
+        self._repair_timer = None
+        deliver, send = self._repair.poll(self._loop.time())
+        self._send_raw(send)
+        for packet in deliver:
+            self._quic_datagram(packet)
+        self._schedule_repair_timer()
+
     def _schedule_pump(self) -> None:
         # Coalesce: many datagrams arriving in one loop turn are answered by one pump (fewer ACK packets),
         # and the pump never runs inside the link's own machinery.
@@ -345,14 +401,15 @@ class PeerSession:
         if quic is None:
             return
         now = self._loop.time()
-        link = self.connection.link
         for data, _ in quic.datagrams_to_send(now):
-            link.send(data)
+            self._send(data, now)
         while (event := quic.next_event()) is not None:
             self._handle(event)
         if self._quic is not None:  # sending the auth answer may have queued more
             for data, _ in quic.datagrams_to_send(now):
-                link.send(data)
+                self._send(data, now)
+        if self._repair.wake:
+            self._schedule_repair_timer()
         self._progress.set()
         if self._timer is not None:
             self._timer.cancel()
@@ -507,9 +564,10 @@ class PeerSession:
             stream._abort(StreamAborted(f"the session ended: {reason}"))
         self._streams.clear()
         self._progress.set()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        for timer in (self._timer, self._repair_timer):
+            if timer is not None:
+                timer.cancel()
+        self._timer = self._repair_timer = None
 
     def _close_quietly(self) -> None:
         if self._quic is not None and not self._closed.done():
