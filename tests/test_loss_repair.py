@@ -184,3 +184,11 @@ def test_a_forged_repair_header_cannot_corrupt_delivery() -> None:
         out += receiver.receive(datagram, 0.0)[0]
     out += receiver.poll(1.0)[0]
     assert out == packets(4)  # the forged group was dropped; the real repair mended the loss
+
+
+def test_datagrams_in_order_take_the_fast_path() -> None:
+    sender, receiver = LossRepair(RepairConfig.OFF), LossRepair()
+    wire = [sender.wrap(p) for p in packets(100)]
+    assert receiver.receive(wire[0], 0.0)[0] == [wire[0][5:]]  # the first one starts the report timer
+    assert [receiver.in_order(w) for w in wire[1:]] == [w[5:] for w in wire[1:]]
+    assert receiver.next_deadline() == RepairConfig().report_interval  # no gap suspected

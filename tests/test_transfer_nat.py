@@ -78,6 +78,19 @@ async def test_a_folder_arrives_byte_identical(
     assert {line["path"]: line["sha256"] for line in done} == {f"holiday/{k}": v for k, v in expected.items()}
 
 
+async def test_a_folder_crosses_lossy_relayed_links_intact(
+    nat_lab: LabFactory, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # 2 % loss each way on each WAN link: every datagram crosses two of them to the relay and back out.
+    peers, downloads = await receiving(nat_lab, monkeypatch, tmp_path, ("symmetric", "symmetric"), loss=2.0)
+    folder = make_folder(tmp_path, 6 * 1024 * 1024)
+    sender = await peers.send(str(folder))
+    lines = await read_until(sender, lambda line: line["event"] == "finished", timeout=90)
+    assert await sender.wait(10) == 0
+    assert finished(lines)["path_type"] == "relayed"
+    assert digests(downloads / "holiday") == digests(folder)
+
+
 BIG = 12 * 1024 * 1024
 RATE_KBIT = 20_000  # 2.5 MB/s: the big file takes ~5 s, long enough to interrupt
 

@@ -218,7 +218,8 @@ class LossRepair:
             and self._report_due is not None
             and int.from_bytes(datagram[1:5], "big") == expected & _MASK
         ):
-            self._next = self._highest = expected + 1
+            self._highest = expected
+            self._next = expected + 1
             self._report_received += 1
             packet = datagram[_SOURCE.size :]
             if datagram[0] == PROTECTED:  # kept for repairing its group's other datagrams
