@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TypeVar
@@ -14,7 +16,7 @@ import pytest
 from app.session.peer_session import PeerSession, SessionConfig, SessionError
 from app.transfer import events as ev
 from app.transfer.endpoint import TransferEndpoint, TransferRefused
-from app.transfer.inbox import STATE_FOLDER, Inbox
+from app.transfer.inbox import FINISHED_RETENTION, STATE_FOLDER, Inbox
 from app.transfer.outbox import OutgoingTransfers, collect_files
 from app.transfer.protocol import encode_header
 from tests.conftest import eventually
@@ -86,7 +88,7 @@ async def test_a_folder_arrives_byte_identical(pair: tuple[Side, Side], tmp_path
     downloads = tmp_path / "downloads"
     await eventually(lambda: bool(receiver.of(ev.TransferFinished)))
     assert tree_digest(downloads / "photos") == tree_digest(folder)
-    assert not (downloads / STATE_FOLDER).exists()
+    assert not list((downloads / STATE_FOLDER).rglob("*.part"))  # only the finished record stays
     received = {e.path: e for e in receiver.of(ev.FileCompleted)}
     sent = {e.path: e for e in sender.of(ev.FileCompleted)}
     assert set(received) == set(sent) == {f.name for f in files}
@@ -210,7 +212,7 @@ async def test_hostile_names_stay_inside_the_download_folder(pair: tuple[Side, S
     await eventually(lambda: bool(receiver.of(ev.TransferFinished)), 5)
     downloads = tmp_path / "downloads"
     saved = sorted(p.relative_to(downloads).as_posix() for p in downloads.rglob("*") if p.is_file())
-    assert saved == sorted(["_NUL", "a_txt.exe", "fine.txt"])
+    assert [p for p in saved if not p.startswith(STATE_FOLDER)] == sorted(["_NUL", "a_txt.exe", "fine.txt"])
     assert not (tmp_path / "escape.txt").exists()
     assert not (tmp_path / "up.txt").exists()
 
@@ -258,7 +260,7 @@ async def test_a_dropped_session_resumes_from_the_verified_offset(
     assert finished.bytes_sent == source.stat().st_size - accepted.resume_bytes
     assert (tmp_path / "downloads" / "big.bin").read_bytes() == source.read_bytes()
     assert receiver.of(ev.OfferReceived)[0].resumed
-    assert not (tmp_path / "downloads" / STATE_FOLDER).exists()
+    assert not list((tmp_path / "downloads" / STATE_FOLDER).rglob("*.part"))
 
 
 async def test_a_damaged_partial_file_is_sent_again_from_the_start(
@@ -293,6 +295,36 @@ async def test_cancel_by_the_receiver_stops_the_sender_and_deletes_the_partial(
     assert sender.of(ev.TransferCancelled)[0].by == "peer"
     await eventually(lambda: not (tmp_path / "downloads" / STATE_FOLDER).exists())
     assert not (tmp_path / "downloads" / "big.bin").exists()
+
+
+async def test_a_finished_transfer_offered_again_is_not_received_twice(
+    pair: tuple[Side, Side], tmp_path: Path
+) -> None:
+    # The sender's connection dropped after the last file was saved but before it heard so: it offers again.
+    sender, receiver = pair
+    folder = make_tree(tmp_path / "source")
+    files = collect_files([folder])
+    async with asyncio.timeout(30):
+        await sender.endpoint.send("9" * 32, files)
+        again = await sender.endpoint.send("9" * 32, files)
+    assert (again.completed, again.failed, again.bytes_sent) == (4, 0, 0)
+    downloads = tmp_path / "downloads"
+    assert sorted(p.name for p in downloads.iterdir()) == [STATE_FOLDER, "photos"]
+    await eventually(lambda: len(receiver.of(ev.TransferFinished)) == 2)
+    assert receiver.of(ev.OfferReceived)[1].resumed
+
+
+def test_finished_records_are_pruned_after_a_week_and_unfinished_ones_kept(tmp_path: Path) -> None:
+    downloads = tmp_path / "downloads"
+    for transfer, status in (("old-done", "done"), ("old-partial", "partial"), ("new-done", "failed")):
+        state = downloads / STATE_FOLDER / transfer / "state.json"
+        state.parent.mkdir(parents=True)
+        state.write_text(json.dumps({"files": {"0": {"status": status}}}))
+        if transfer.startswith("old"):
+            week_ago = time.time() - FINISHED_RETENTION - 60
+            os.utime(state, (week_ago, week_ago))
+    Inbox(downloads)
+    assert sorted(p.name for p in (downloads / STATE_FOLDER).iterdir()) == ["new-done", "old-partial"]
 
 
 def test_sending_the_same_files_again_reuses_the_transfer_id(tmp_path: Path) -> None:

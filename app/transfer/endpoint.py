@@ -561,7 +561,7 @@ class TransferEndpoint:
             self._inbox.release(transfer, self)
         files = receiving.state.files.values()
         completed = sum(1 for f in files if f.status == "done")
-        receiving.state.remove()
+        receiving.state.finish()
         self._emit(
             ev.TransferFinished(
                 transfer,

@@ -11,6 +11,10 @@ been flushed to disk (fsync): after a crash, a dropped path or a restart of eith
 resumes from there. A file is moved to its final name only after its SHA-256 matched the sender's; an
 existing file is never overwritten, and each top-level name of an offer is renamed as a whole ("photos
 (2)") when the folder already has one.
+
+A finished transfer keeps its ``state.json`` (no partial files) for `FINISHED_RETENTION`: a sender whose
+connection dropped just before it heard the last results offers the same transfer again, and is told it is
+done instead of sending duplicates ("photos (3)"). Old records are pruned when an `Inbox` opens.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -31,6 +36,8 @@ from app.transfer.protocol import Offer
 STATE_FOLDER = ".punchline-incoming"
 #: Free space kept on top of the offer, so that accepting never fills the disk to the last byte.
 FREE_SPACE_MARGIN = 64 * 1024 * 1024
+#: Seconds a finished transfer's record is kept (a sender retries for 10 minutes by default).
+FINISHED_RETENTION = 7 * 24 * 3600
 
 FileStatus = Literal["partial", "done", "failed"]
 
@@ -127,6 +134,13 @@ class IncomingTransfer:
             os.fsync(file.fileno())
         temporary.replace(self.directory / "state.json")
 
+    def finish(self) -> None:
+        """Keep only this finished transfer's record: partial files go, ``state.json`` stays (see above)."""
+        self.save()
+        for index in self.files:
+            with contextlib.suppress(OSError):
+                self.partial_path(index).unlink(missing_ok=True)
+
     def remove(self) -> None:
         """Delete the state folder and any partial files (the transfer is over or cancelled)."""
         shutil.rmtree(self.directory, ignore_errors=True)
@@ -144,6 +158,27 @@ class Inbox:
         self.folder = folder
         self.accept_from = frozenset(accept_from) if accept_from is not None else None
         self._owners: dict[str, tuple[object, Callable[[str], Awaitable[None]]]] = {}
+        self.prune_finished()
+
+    def prune_finished(self, now: float | None = None) -> None:
+        """Delete the records of transfers that finished more than `FINISHED_RETENTION` seconds ago."""
+        now = time.time() if now is None else now
+        try:
+            folders = list((self.folder / STATE_FOLDER).iterdir())
+        except OSError:
+            return
+        for folder in folders:
+            state = folder / "state.json"
+            try:
+                if now - state.stat().st_mtime < FINISHED_RETENTION:
+                    continue
+                files = json.loads(state.read_text(encoding="utf-8"))["files"].values()
+                if all(f.get("status") != "partial" for f in files):
+                    shutil.rmtree(folder, ignore_errors=True)
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                continue  # leave what we do not understand
+        with contextlib.suppress(OSError):
+            (self.folder / STATE_FOLDER).rmdir()  # only if empty
 
     async def claim(self, transfer: str, owner: object, let_go: Callable[[str], Awaitable[None]]) -> None:
         """Make ``owner`` (a session's endpoint) the one receiving ``transfer``.
@@ -162,7 +197,7 @@ class Inbox:
             del self._owners[transfer]
 
     def load(self, transfer: str, peer: str) -> IncomingTransfer | None:
-        """The unfinished transfer ``transfer`` from ``peer``, if its state is on disk."""
+        """The transfer ``transfer`` from ``peer`` (unfinished, or finished recently), if it is on disk."""
         path = self.folder / STATE_FOLDER / transfer / "state.json"
         try:
             data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
