@@ -1,8 +1,8 @@
 """Loss repair under QUIC: random loss is mended before QUIC's congestion control takes it for congestion.
 
-Why: qh3's congestion control (CUBIC, fixed inside the library) halves its pace at every lost packet. On a
+Why: qh3's congestion control (CUBIC, fixed inside the library) cuts its pace by 30 % at every loss. On a
 50 Mbit/s link with 40 ms round trip and 1 % random loss — a busy Wi-Fi, a poor DSL line — a file went at
-4.9 Mbit/s where TCP (BBR, this machine's default) managed 46 (`tests/bench/transfer_speed.py --wan`).
+4.6 Mbit/s where TCP (BBR, this machine's default) managed 45 (`tests/bench/transfer_speed.py --wan`).
 Random loss is not congestion; so each side adds a thin layer between QUIC and the path:
 
 * every QUIC datagram goes out behind a 5-byte header: kind and a 32-bit sequence number;

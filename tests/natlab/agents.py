@@ -212,14 +212,15 @@ async def punch(args: Args) -> None:
     rtts: list[float] = []
     pings_left = args.get("pings", 0)
     ping_sent = 0.0
-    deadline = loop.time() + args.get("duration", 1.5)
+    # Round trips need time after the punch: under a loaded test run the peer's process may start late.
+    deadline = loop.time() + args.get("duration", 3.0 if pings_left else 1.5)
     next_send = 0.0
     while loop.time() < deadline:
         now = loop.time()
         if now >= next_send:
             if not acked:
                 await loop.sock_sendto(sock, b"punch", peer)
-            elif pings_left and not ping_sent:
+            elif pings_left and (not ping_sent or now - ping_sent > 0.25):  # a ping or pong may be lost
                 ping_sent = now
                 await loop.sock_sendto(sock, b"ping", peer)
             next_send = now + 0.02
