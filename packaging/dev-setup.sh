@@ -13,6 +13,9 @@ sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 apt_packages=()
 python3 -c 'import venv, ensurepip' 2>/dev/null || apt_packages+=(python3-venv)
+# Calls: the Opus codec and PortAudio, which opuslib and sounddevice load at run time.
+/sbin/ldconfig -p 2>/dev/null | grep -q 'libopus\.so\.0' || apt_packages+=(libopus0)
+/sbin/ldconfig -p 2>/dev/null | grep -q 'libportaudio\.so\.2' || apt_packages+=(libportaudio2)
 if [ "$with_tests" -eq 1 ]; then
     # coturn: a third-party STUN/TURN server and client to test interoperability against.
     command -v turnutils_stunclient >/dev/null || apt_packages+=(coturn)

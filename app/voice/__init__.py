@@ -1,0 +1,1 @@
+"""Voice calls: Opus frames, their packets on the session, the jitter buffer, audio devices."""
