@@ -27,7 +27,7 @@ import contextlib
 import logging
 import ssl
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -174,6 +174,7 @@ class PeerSession:
         self._incoming: asyncio.Queue[IncomingStream] = asyncio.Queue()
         self._streams: dict[int, IncomingStream] = {}
         self._datagrams: asyncio.Queue[bytes] = asyncio.Queue(maxsize=1024)
+        self._datagram_receivers: dict[int, Callable[[bytes], None]] = {}
         self._authenticated: asyncio.Future[PeerIdentity] = self._loop.create_future()
         self._closed: asyncio.Future[str] = self._loop.create_future()
         self._progress = asyncio.Event()
@@ -301,8 +302,18 @@ class PeerSession:
         self._pump()
 
     async def receive_datagram(self) -> bytes:
-        """The peer's next DATAGRAM frame."""
+        """The peer's next DATAGRAM frame (of the kinds no receiver was set for)."""
         return await self.unless_closed(self._datagrams.get())
+
+    def set_datagram_receiver(self, kind: int, receiver: Callable[[bytes], None] | None) -> None:
+        """Hand DATAGRAM frames whose first byte is ``kind`` to ``receiver`` as they arrive (None: stop).
+
+        A call's audio goes straight to its jitter buffer this way, without waiting in a queue.
+        """
+        if receiver is None:
+            self._datagram_receivers.pop(kind, None)
+        else:
+            self._datagram_receivers[kind] = receiver
 
     # --- internals: I/O -----------------------------------------------------------------------------------
 
@@ -433,8 +444,13 @@ class PeerSession:
             else:
                 self._stream_data(event.stream_id, event.data, event.end_stream)
         elif isinstance(event, quic_events.DatagramFrameReceived):
+            data = event.data
+            receiver = self._datagram_receivers.get(data[0]) if data else None
+            if receiver is not None:
+                receiver(data)
+                return
             with contextlib.suppress(asyncio.QueueFull):  # audio that cannot be played in time is dropped
-                self._datagrams.put_nowait(event.data)
+                self._datagrams.put_nowait(data)
         elif isinstance(event, quic_events.HandshakeCompleted):
             if self._client:
                 self._client_handshake_done()

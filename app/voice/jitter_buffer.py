@@ -104,11 +104,22 @@ class JitterBuffer:
         self._slots: dict[int, _Slot] = {}
         self._next: int | None = None  # the sequence number the next pull plays
         self._highest: int | None = None
+        self._first_seq: int | None = None
         self._transits: deque[float] = deque(maxlen=self.config.window)
         self._target_frames = 1
         self._first_arrival: float | None = None
         self._depths: deque[int] = deque(maxlen=max(1, round(self.config.calm / self.frame)))
         self._shrink = False
+
+    @property
+    def first_seq(self) -> int | None:
+        """The (extended) sequence number of the first frame received."""
+        return self._first_seq
+
+    @property
+    def highest_seq(self) -> int | None:
+        """The highest (extended) sequence number received so far."""
+        return self._highest
 
     # --- input -------------------------------------------------------------------------------------------
 
@@ -118,7 +129,7 @@ class JitterBuffer:
         seq = self._extend(newest.seq)
         if self._first_arrival is None:
             self._first_arrival = now
-            self._next = seq
+            self._next = self._first_seq = seq
         assert self._next is not None
         if self._highest is None or seq > self._highest:
             self._highest = seq
