@@ -1,0 +1,143 @@
+"""Call signalling, both ends of the state machine wired together in memory with a fake clock."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from app.voice.call_signalling import (
+    CallEnded,
+    CallEvent,
+    CallRinging,
+    CallSignalling,
+    CallStarted,
+    busy_reply,
+)
+
+
+class Line:
+    """Alice calls Bob; messages cross instantly unless the line is cut."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.alice = CallSignalling.start("bob", self.now)
+        invite = self.alice.messages_to_send()[0]
+        assert invite["type"] == "call-invite"
+        self.bob = CallSignalling.incoming(invite, "alice")
+        self.events: dict[str, list[CallEvent]] = {"alice": [], "bob": []}
+        self.cut = False
+        self.flush()
+
+    def flush(self) -> None:
+        moved = True
+        while moved:
+            moved = False
+            for sender, receiver in ((self.alice, self.bob), (self.bob, self.alice)):
+                for message in sender.messages_to_send():
+                    moved = True
+                    if not self.cut:
+                        receiver.receive(message)
+            for name, machine in (("alice", self.alice), ("bob", self.bob)):
+                while (event := machine.next_event()) is not None:
+                    self.events[name].append(event)
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+        for machine in (self.alice, self.bob):
+            timer = machine.get_timer()
+            if timer is not None and timer <= self.now:
+                machine.handle_timer(self.now)
+        self.flush()
+
+    def ended(self, name: str) -> CallEnded:
+        event = self.events[name][-1]
+        assert isinstance(event, CallEnded), self.events[name]
+        return event
+
+
+def test_ring_answer_and_hang_up() -> None:
+    line = Line()
+    assert line.events == {"alice": [CallRinging(line.alice.call)], "bob": [CallRinging(line.bob.call)]}
+    line.bob.accept()
+    line.flush()
+    assert line.events["alice"][-1] == CallStarted(line.alice.call)
+    assert line.events["bob"][-1] == CallStarted(line.bob.call)
+    line.alice.hangup()
+    line.flush()
+    assert (line.ended("alice").reason, line.ended("alice").by) == ("hung up", "us")
+    assert line.ended("bob").text == "alice hung up."
+    assert line.alice.state == line.bob.state == "ended"
+
+
+def test_the_callee_hangs_up_too() -> None:
+    line = Line()
+    line.bob.accept()
+    line.bob.hangup()
+    line.flush()
+    assert line.ended("alice").text == "bob hung up."
+
+
+def test_decline() -> None:
+    line = Line()
+    line.bob.decline()
+    line.flush()
+    assert line.ended("alice").text == "bob declined the call."
+    assert line.ended("bob").text == "You declined the call."
+
+
+def test_cancel_before_an_answer() -> None:
+    line = Line()
+    line.alice.cancel()
+    line.flush()
+    assert line.ended("bob").text == "alice cancelled the call."
+    assert line.ended("alice").reason == "cancelled"
+
+
+def test_no_answer_after_45_seconds_is_a_missed_call() -> None:
+    line = Line()
+    line.advance(44.9)
+    assert line.alice.state == "ringing"
+    line.advance(0.2)
+    assert line.ended("alice").text == "bob did not answer."
+    assert line.ended("bob").text == "You missed a call from alice."
+
+
+def test_busy() -> None:
+    caller = CallSignalling.start("bob", 0.0)
+    invite = caller.messages_to_send()[0]
+    caller.receive(busy_reply(invite))
+    event = caller.next_event()
+    assert isinstance(event, CallEnded)
+    assert event.text == "bob is in another call."
+
+
+@pytest.mark.parametrize("after", [9.9, 10.1])
+def test_a_peer_vanished_for_10_seconds_ends_the_call(after: float) -> None:
+    line = Line()
+    line.bob.accept()
+    line.flush()
+    line.cut = True
+    line.alice.path_lost(line.now)
+    line.advance(after)
+    if after < 10:
+        assert line.alice.state == "active"
+        line.alice.path_recovered()
+        line.advance(5)
+        assert line.alice.state == "active"
+    else:
+        assert line.ended("alice").text == "The connection to bob was lost."
+
+
+def test_the_session_closing_ends_the_call_and_late_messages_are_ignored() -> None:
+    line = Line()
+    line.bob.accept()
+    line.flush()
+    line.bob.session_closed()
+    line.flush()
+    assert line.ended("bob").reason == "closed"
+    stray: dict[str, Any] = {"type": "call-accept", "call": line.bob.call}
+    line.bob.receive(stray)
+    line.bob.receive({"type": "call-hangup", "call": "another call"})
+    assert line.bob.next_event() is None
+    assert line.bob.messages_to_send() == []
