@@ -175,6 +175,7 @@ class PeerSession:
         self._streams: dict[int, IncomingStream] = {}
         self._datagrams: asyncio.Queue[bytes] = asyncio.Queue(maxsize=1024)
         self._datagram_receivers: dict[int, Callable[[bytes], None]] = {}
+        self._message_receivers: dict[str, Callable[[dict[str, Any]], None]] = {}
         self._authenticated: asyncio.Future[PeerIdentity] = self._loop.create_future()
         self._closed: asyncio.Future[str] = self._loop.create_future()
         self._progress = asyncio.Event()
@@ -259,6 +260,16 @@ class PeerSession:
     async def next_message(self) -> dict[str, Any]:
         """The peer's next control message; `SessionError` once the session has ended."""
         return await self.unless_closed(self._messages.get())
+
+    def set_message_receiver(self, prefix: str, receiver: Callable[[dict[str, Any]], None] | None) -> None:
+        """Hand control messages whose type starts with ``prefix`` to ``receiver`` (None: stop).
+
+        Layers share stream 0 this way: calls take ``call-*`` while file transfer reads the rest.
+        """
+        if receiver is None:
+            self._message_receivers.pop(prefix, None)
+        else:
+            self._message_receivers[prefix] = receiver
 
     # --- data streams ---------------------------------------------------------------------------------
 
@@ -480,7 +491,12 @@ class PeerSession:
             return
         for message in messages:
             if self._authenticated.done():
-                self._messages.put_nowait(message)
+                kind = message["type"]
+                receiver = next((r for p, r in self._message_receivers.items() if kind.startswith(p)), None)
+                if receiver is not None:
+                    receiver(message)
+                else:
+                    self._messages.put_nowait(message)
             elif self._client:
                 if message.get("type") == "welcome" and self.peer_key is not None:
                     self._authenticated.set_result(self._identify(self.peer_key, self._trust_outcome))
