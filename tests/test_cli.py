@@ -192,3 +192,78 @@ async def test_send_explains_what_is_wrong(cli: Cli, tmp_path: Path) -> None:
     )
     assert status != 0
     assert lines[-1]["event"] == "error"
+
+
+async def test_call_and_listen_answer_talk_and_hang_up(
+    cli: Cli, server: RendezvousServer, tmp_path: Path
+) -> None:
+    from tests.test_call_media import pitch, segment, write_tone
+
+    for user in ("alice", "bob"):
+        assert (await cli(user, "register"))[0] == 0
+    assert (await cli("alice", "add", "bob"))[0] == 0
+    assert (await cli("bob", "accept", "alice"))[0] == 0
+    write_tone(tmp_path / "alice.wav", 440, 5)
+    write_tone(tmp_path / "bob.wav", 1000, 5)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PUNCHLINE_")}
+    env["PUNCHLINE_PASSWORD"] = PASSWORD
+    listener = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "app.cli.main", "listen", "--answer", "--mic", str(tmp_path / "bob.wav"),
+        "--record", str(tmp_path / "bob-hears.wav"), "--allow-loopback", "--json", "--user", "bob",
+        "--server", server.url, "--config-dir", str(tmp_path / "bob"),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+    )  # fmt: skip
+    try:
+        assert listener.stdout is not None
+        assert json.loads(await asyncio.wait_for(listener.stdout.readline(), 30))["event"] == "listening"
+        status, lines, err = await cli(
+            "alice", "call", "bob", "--mic", str(tmp_path / "alice.wav"),
+            "--record", str(tmp_path / "alice-hears.wav"), "--seconds", "3", "--allow-loopback",
+        )  # fmt: skip
+        assert status == 0, (lines, err)
+        events = [line["event"] for line in lines]
+        assert events.index("ringing") < events.index("answered") < events.index("call_ended")
+        assert "call_stats" in events
+        assert (lines[-1]["event"], lines[-1]["reason"], lines[-1]["by"]) == ("call_ended", "hung up", "us")
+        received: list[dict[str, Any]] = []
+        while not any(line["event"] == "call_ended" for line in received):
+            received.append(json.loads(await asyncio.wait_for(listener.stdout.readline(), 10)))
+        assert received[-1]["reason"] == "hung up"
+        assert received[-1]["by"] == "peer"
+    finally:
+        listener.terminate()
+        await listener.wait()
+    assert 950 < pitch(segment(tmp_path / "alice-hears.wav", 1.0, 2.0)) < 1050
+    assert 420 < pitch(segment(tmp_path / "bob-hears.wav", 1.0, 2.0)) < 460
+
+
+async def test_a_call_to_someone_not_answering_calls_is_declined(
+    cli: Cli, server: RendezvousServer, tmp_path: Path
+) -> None:
+    from tests.test_call_media import write_tone
+
+    for user in ("alice", "bob"):
+        assert (await cli(user, "register"))[0] == 0
+    assert (await cli("alice", "add", "bob"))[0] == 0
+    assert (await cli("bob", "accept", "alice"))[0] == 0
+    write_tone(tmp_path / "alice.wav", 440, 1)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PUNCHLINE_")}
+    env["PUNCHLINE_PASSWORD"] = PASSWORD
+    listener = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "app.cli.main", "listen", "--allow-loopback", "--json", "--user", "bob",
+        "--server", server.url, "--config-dir", str(tmp_path / "bob"),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+    )  # fmt: skip
+    try:
+        assert listener.stdout is not None
+        assert json.loads(await asyncio.wait_for(listener.stdout.readline(), 30))["event"] == "listening"
+        status, lines, _ = await cli(
+            "alice", "call", "bob", "--mic", str(tmp_path / "alice.wav"),
+            "--record", str(tmp_path / "out.wav"), "--allow-loopback",
+        )  # fmt: skip
+        assert status == 1
+        assert lines[-1]["message"] == "bob declined the call."
+        assert lines[-1]["code"] == "declined"
+    finally:
+        listener.terminate()
+        await listener.wait()

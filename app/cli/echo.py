@@ -83,10 +83,15 @@ def emit_path_event(peer: str, event: PathEvent, emit: Emit) -> None:
         )
 
 
-async def print_path_events(connection: Connection, emit: Emit) -> None:
-    """Print the connection's path events until cancelled."""
+async def print_path_events(
+    connection: Connection, emit: Emit, forward: Callable[[PathEvent], None] | None = None
+) -> None:
+    """Print the connection's path events until cancelled (and hand each to ``forward``: a call)."""
     while True:
-        emit_path_event(connection.peer, await connection.link.next_event(), emit)
+        event = await connection.link.next_event()
+        emit_path_event(connection.peer, event, emit)
+        if forward is not None:
+            forward(event)
 
 
 async def echo_client(session: PeerSession, emit: Emit, *, count: int, interval: float) -> dict[str, Any]:

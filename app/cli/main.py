@@ -28,12 +28,14 @@ import platformdirs
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidHandshake, InvalidURI
 
+from app.cli.call_output import CallPrinter
 from app.cli.echo import echo_client, echo_server, print_path_events
 from app.cli.sessions import SavedSessions
 from app.cli.transfer_output import TransferPrinter
 from app.identity import DeviceIdentity, IdentityError, load_or_create_identity
 from app.nat.connect import ConnectError as NatConnectError
 from app.nat.connect import Connection, ConnectOptions, Connector
+from app.nat.path_events import PathEvent
 from app.session.loss_repair import RepairConfig
 from app.session.peer_session import PeerSession, SessionConfig, SessionError, SessionRefused
 from app.session.trust import TrustStore, safety_number
@@ -53,6 +55,10 @@ from app.transfer.endpoint import TransferEndpoint, TransferRefused
 from app.transfer.events import TransferFinished
 from app.transfer.inbox import Inbox
 from app.transfer.outbox import NothingToSend, OutgoingTransfers, SourceFile, collect_files
+from app.voice.audio_io import AudioFileError, WavMicrophone, WavSpeaker
+from app.voice.call import CallDesk, CallLink
+from app.voice.call_media import CallMedia
+from app.voice.call_signalling import MESSAGE_PREFIX, CallEvent, CallRinging, CallSignalling, CallStarted
 from rendezvous.config import DEFAULT_PORT
 from rendezvous.wire import signalling as sig
 from rendezvous.wire.signalling import Contact, Register
@@ -221,6 +227,7 @@ async def cmd_listen(args: argparse.Namespace, out: Output) -> None:
     inbox = None
     if args.accept_files:
         inbox = Inbox(args.accept_files, accept_from=args.accept_from or None)
+    desk = _call_desk(args, out)
     async with _connecting(args, out) as (client, connector):
         files = f"; files go to {inbox.folder}" if inbox else ""
         out.emit("listening", f"{client.username} is waiting for connections (Ctrl-C to stop){files}")
@@ -232,7 +239,7 @@ async def cmd_listen(args: argparse.Namespace, out: Output) -> None:
                 except NatConnectError as exc:
                     out.emit("connect_failed", f"an incoming connection failed: {exc}", reason=str(exc))
                     continue
-                task = asyncio.create_task(_serve(args, client, connection, out, inbox))
+                task = asyncio.create_task(_serve(args, client, connection, out, inbox=inbox, desk=desk))
                 sessions.add(task)
                 task.add_done_callback(sessions.discard)
         finally:
@@ -261,16 +268,25 @@ async def _serve(
     client: SignallingClient,
     connection: Connection,
     out: Output,
+    *,
     inbox: Inbox | None,
+    desk: CallDesk,
 ) -> None:
-    """One incoming connection: start the session, answer echoes and file offers, print what happens."""
-    events = asyncio.create_task(print_path_events(connection, out.emit))
+    """One incoming connection: start the session, answer echoes, file offers and calls; print it all."""
+    session: PeerSession | None = None
+
+    def forward(event: PathEvent) -> None:
+        if session is not None:
+            desk.path_event(session, event)
+
+    events = asyncio.create_task(print_path_events(connection, out.emit, forward))
     try:
         try:
             session = await _start_session(args, client, connection)
         except CliError as exc:
             out.emit("session_refused", str(exc), peer=connection.peer, code=exc.code, reason=str(exc))
             return
+        desk.attach(session)
         printer = TransferPrinter(out.emit, out.as_json, lambda: connection.link.selected_path)
         endpoint = TransferEndpoint(session, inbox=inbox, on_event=printer)
         echo = asyncio.create_task(echo_server(session))
@@ -288,6 +304,87 @@ async def _serve(
     finally:
         events.cancel()
         connection.close()
+
+
+def _call_desk(args: argparse.Namespace, out: Output) -> CallDesk:
+    """Who answers calls in ``listen``: with --answer, at once, from --mic into --record; else declined."""
+    printer = CallPrinter(out.emit)
+    if not args.answer:
+
+        def decline(link: CallLink, event: CallEvent) -> None:
+            printer.event(link, event)
+            if isinstance(event, CallRinging):
+                link.decline()  # nobody here to pick up
+
+        return CallDesk(lambda session: _no_media(), decline, answer=False)
+    _microphone(args)  # a bad file is a usage error now, not when the first call comes
+
+    def media(session: PeerSession) -> CallMedia:
+        return CallMedia(session, _microphone(args), _speaker(args))
+
+    return CallDesk(media, printer.event, answer=True)
+
+
+def _no_media() -> CallMedia:
+    raise AssertionError("a declined call has no audio")
+
+
+def _microphone(args: argparse.Namespace) -> WavMicrophone:
+    if not args.mic or not args.record:
+        raise CliError("calls need --mic IN.wav and --record OUT.wav (no sound card is used)", EXIT_USAGE)
+    try:
+        return WavMicrophone(args.mic)
+    except AudioFileError as exc:
+        raise CliError(str(exc), EXIT_USAGE, "bad_audio_file") from exc
+
+
+def _speaker(args: argparse.Namespace) -> WavSpeaker:
+    try:
+        return WavSpeaker(args.record)
+    except AudioFileError as exc:
+        raise CliError(str(exc), EXIT_USAGE, "bad_audio_file") from exc
+
+
+async def cmd_call(args: argparse.Namespace, out: Output) -> None:
+    """Call a contact: ring, talk (WAV in, WAV out) for --seconds or until either side hangs up."""
+    microphone = _microphone(args)
+    speaker = _speaker(args)
+    loop = asyncio.get_running_loop()
+    printer = CallPrinter(out.emit)
+    link: CallLink | None = None
+
+    def forward(event: PathEvent) -> None:
+        if link is not None:
+            link.path_event(event)
+
+    def on_event(call: CallLink, event: CallEvent) -> None:
+        printer.event(call, event)
+        if isinstance(event, CallStarted) and args.seconds:
+            loop.call_later(args.seconds, call.hangup)
+
+    try:
+        async with _connecting(args, out) as (client, connector):
+            out.emit("dialing", f"calling {args.name}...", peer=args.name)
+            try:
+                connection = await connector.dial(args.name)
+            except NatConnectError as exc:
+                raise CliError(str(exc), EXIT_REFUSED, "no_path") from exc
+            events = asyncio.create_task(print_path_events(connection, out.emit, forward))
+            try:
+                session = await _start_session(args, client, connection)
+                machine = CallSignalling.start(args.name, loop.time())
+                link = CallLink(session, machine, lambda s: CallMedia(s, microphone, speaker), on_event)
+                session.set_message_receiver(MESSAGE_PREFIX, link.receive)
+                ended = await link.run()
+                await session.close("call ended")
+            finally:
+                events.cancel()
+                connection.close()
+    finally:
+        speaker.close()
+    if ended.reason not in ("hung up",):
+        code = EXIT_UNREACHABLE if ended.reason in ("vanished", "closed") else EXIT_REFUSED
+        raise CliError(ended.text, code, ended.reason.replace(" ", "_"))
 
 
 async def cmd_send(args: argparse.Namespace, out: Output) -> None:
@@ -579,9 +676,10 @@ COMMANDS: dict[str, tuple[Command, str]] = {
         "answer connections from contacts (echo, and files with --accept-files) until Ctrl-C",
     ),
     "send": (cmd_send, "send files and folders to contact NAME (running 'listen --accept-files')"),
+    "call": (cmd_call, "call contact NAME (running 'listen --answer'), WAV file in and out"),
     "trust": (cmd_trust, "accept the new identity key NAME presented (compare the safety number first)"),
 }
-NAMED = {"add", "accept", "decline", "remove", "block", "unblock", "connect", "trust"}
+NAMED = {"add", "accept", "decline", "remove", "block", "unblock", "connect", "trust", "call"}
 
 
 def _user_path(text: str) -> Path:
@@ -612,7 +710,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "whoami":
             sub.add_argument("--stun", help="STUN server HOST:PORT (default: the rendezvous server's)")
             sub.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for STUN")
-        if name in ("connect", "listen", "send"):
+        if name in ("connect", "listen", "send", "call"):
             sub.add_argument(
                 "--force-relay", action="store_true", help="only use the relay (never reveal your address)"
             )
@@ -636,7 +734,19 @@ def build_parser() -> argparse.ArgumentParser:
                 metavar="SECONDS",
                 help="keep reconnecting and resuming this long (default 600)",
             )
+        if name in ("listen", "call"):
+            sub.add_argument(
+                "--mic", metavar="IN.wav", type=_user_path, help="48 kHz mono WAV to send as the microphone"
+            )
+            sub.add_argument(
+                "--record", metavar="OUT.wav", type=_user_path, help="write what you hear to this WAV"
+            )
+        if name == "call":
+            sub.add_argument("--seconds", type=float, metavar="N", help="hang up N seconds after the answer")
         if name == "listen":
+            sub.add_argument(
+                "--answer", action="store_true", help="answer calls at once (needs --mic and --record)"
+            )
             sub.add_argument(
                 "--accept-files", metavar="DIR", type=_user_path, help="accept file offers into DIR"
             )

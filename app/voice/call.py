@@ -168,6 +168,11 @@ class CallDesk:
         if self._answer:
             link.accept()
 
+    def path_event(self, session: PeerSession, event: PathEvent) -> None:
+        """A path event of ``session``'s connection, for the call on it (if any)."""
+        if self.current is not None and self.current.session is session:
+            self.current.path_event(event)
+
     def _event(self, link: CallLink, event: CallEvent) -> None:
         if isinstance(event, CallEnded) and self.current is link:
             self.current = None

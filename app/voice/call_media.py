@@ -135,6 +135,8 @@ class CallMedia:
                     await task
             self.session.set_datagram_receiver(AUDIO_KIND, None)
             self.session.set_datagram_receiver(REPORT_KIND, None)
+            self.microphone.close()
+            self.speaker.close()
 
     def stop(self) -> None:
         """End the audio (the call's signalling says why)."""
