@@ -35,7 +35,9 @@ class CallPrinter:
             task = self._stats_tasks.pop(event.call, None)
             if task is not None:
                 task.cancel()
-            self._emit("call_ended", event.text, reason=event.reason, by=event.by, text=event.text, **common)
+            self._emit(
+                "call_ended", event.text, reason=event.reason, by=event.by, message=event.text, **common
+            )
 
     async def _stats(self, link: CallLink) -> None:
         while True:
