@@ -225,6 +225,7 @@ async def test_call_and_listen_answer_talk_and_hang_up(
         assert events.index("ringing") < events.index("answered") < events.index("call_ended")
         assert "call_stats" in events
         assert (lines[-1]["event"], lines[-1]["reason"], lines[-1]["by"]) == ("call_ended", "hung up", "us")
+        assert lines[-1]["message"] == "You hung up."
         received: list[dict[str, Any]] = []
         while not any(line["event"] == "call_ended" for line in received):
             received.append(json.loads(await asyncio.wait_for(listener.stdout.readline(), 10)))
