@@ -35,6 +35,19 @@ class CallPrinter:
             task = self._stats_tasks.pop(event.call, None)
             if task is not None:
                 task.cancel()
+            if link.media is not None:
+                media = link.media
+                final = media.stats()
+                recovered = final.fec_recovered + final.copies_used
+                self._emit(
+                    "media_times",
+                    f"Call totals: {final.concealed} frame(s) concealed, {recovered} recovered, "
+                    f"quality {final.quality:.1f}.",
+                    call=event.call,
+                    first_capture_at=media.first_capture_at,
+                    first_playout_at=media.first_playout_at,
+                    final=asdict(final),
+                )
             self._emit(
                 "call_ended", event.text, reason=event.reason, by=event.by, message=event.text, **common
             )

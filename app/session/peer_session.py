@@ -224,7 +224,17 @@ class PeerSession:
         return session
 
     async def close(self, reason: str = "closed", *, code: int = CLOSE_NORMAL, linger: float = 0.5) -> None:
-        """Close the session (the peer learns ``reason``), wait ``linger`` s at most, then drop the link."""
+        """Close the session (the peer learns ``reason``), wait ``linger`` s at most, then drop the link.
+
+        What was sent before (a last control message: a hang-up, a cancel) is given the same ``linger`` to
+        be acknowledged first, so the close cannot overtake it on a lossy path.
+        """
+        if self._quic is not None and not self._closed.done():
+            with contextlib.suppress(TimeoutError, SessionError):
+                async with asyncio.timeout(linger):
+                    while self._bytes_in_flight():
+                        self._progress.clear()
+                        await self.unless_closed(self._progress.wait())
         if self._quic is not None and not self._closed.done():
             self._quic.close(error_code=code, reason_phrase=reason)
             self._pump()
@@ -233,6 +243,11 @@ class PeerSession:
                     await asyncio.shield(self._closed)
         self._finish(reason)
         self.connection.close()
+
+    def _bytes_in_flight(self) -> int:
+        # qh3 keeps its recovery state in its native core; 0 when it cannot tell.
+        core = getattr(self._quic, "_core", None)
+        return int(getattr(core, "bytes_in_flight", 0) or 0)
 
     async def wait_closed(self) -> str:
         """Wait until the session ends; the reason, for people."""

@@ -113,6 +113,10 @@ class CallMedia:
         self._bytes_sent = 0
         self._started = self._loop.time()
         self._level = -96.0
+        #: Event-loop (monotonic) times of the first microphone sample sent and the first speaker sample
+        #: played: with a recording they give mouth-to-ear delay across processes on one machine.
+        self.first_capture_at: float | None = None
+        self.first_playout_at: float | None = None
 
     # --- control -----------------------------------------------------------------------------------------
 
@@ -172,6 +176,8 @@ class CallMedia:
         silence = bytes(self.config.codec.frame_bytes)
         while True:
             pcm = await self.microphone.read()
+            if self.first_capture_at is None:
+                self.first_capture_at = self._loop.time() - self.config.codec.frame_ms / 1000
             self._level = level_dbfs(pcm)
             opus = self._encoder.encode(silence if self.muted else pcm)
             data = self._packetizer.packet(opus)
@@ -206,6 +212,8 @@ class CallMedia:
                 pcm = self._decoder.conceal()
             else:
                 pcm = silence
+            if self.first_playout_at is None:
+                self.first_playout_at = self._loop.time()
             self.speaker.play(scale(pcm, self.volume))
 
     # --- reports -----------------------------------------------------------------------------------------
