@@ -174,6 +174,10 @@ class LossRepair:
             out += self._close_group()
         return out
 
+    def flush(self) -> list[bytes]:
+        """Close the open group now (its repair goes out at once): after audio, which cannot wait."""
+        return self._close_group()
+
     def _close_group(self) -> list[bytes]:
         group, self._group = self._group, None
         if group is None:

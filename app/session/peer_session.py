@@ -326,6 +326,8 @@ class PeerSession:
         assert self._quic is not None
         self._quic.send_datagram_frame(data)
         self._pump()
+        # Audio is late if its repair waits for a group to fill: send the repair right behind it.
+        self._send_raw(self._repair.flush())
 
     async def receive_datagram(self) -> bytes:
         """The peer's next DATAGRAM frame (of the kinds no receiver was set for)."""

@@ -96,8 +96,8 @@ class WavMicrophone:
         period = self.settings.frame_ms / 1000
         now = loop.time()
         if self._next is None:
-            self._next = now + period
-        elif self._next > now:
+            self._next = now + period  # the first frame is full one period after capture starts
+        if self._next > now:
             await asyncio.sleep(self._next - now)
         self._next += period
         size = self.settings.frame_bytes

@@ -117,6 +117,10 @@ class CallMedia:
         #: played: with a recording they give mouth-to-ear delay across processes on one machine.
         self.first_capture_at: float | None = None
         self.first_playout_at: float | None = None
+        self._first_arrival: float | None = None
+        self._arrived = asyncio.Event()
+        self._phased = False
+        self._frames_played = 0
 
     # --- control -----------------------------------------------------------------------------------------
 
@@ -194,15 +198,30 @@ class CallMedia:
         except AudioPacketError:
             return  # not playable; a peer bug, not worth ending the call for
         self._received += 1
-        self._buffer.put(packet, self._loop.time())
+        now = self._loop.time()
+        self._buffer.put(packet, now)
+        if self._first_arrival is None:
+            self._first_arrival = now
+            self._arrived.set()
 
     async def _playout(self) -> None:
         period = self.config.codec.frame_ms / 1000
         silence = bytes(self.config.codec.frame_bytes)
-        tick = self._loop.time()
+        tick = self._loop.time() + period
         while True:
+            wait = tick - self._loop.time()
+            if wait > 0 and self._first_arrival is None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._arrived.wait(), wait)
+            if self._first_arrival is not None and not self._phased:
+                # Play in step with the peer's packets: the first frame one target delay after it arrived,
+                # not up to a frame later whenever our own clock happens to tick.
+                self._phased = True
+                tick = self._first_arrival + self._buffer.stats.target_delay
+                continue
+            if wait > 0:
+                await asyncio.sleep(max(0.0, tick - self._loop.time()))
             tick += period
-            await asyncio.sleep(max(0.0, tick - self._loop.time()))
             item = self._buffer.pull(self._loop.time())
             if isinstance(item, Play):
                 pcm = self._decoder.decode(item.opus)
@@ -212,8 +231,10 @@ class CallMedia:
                 pcm = self._decoder.conceal()
             else:
                 pcm = silence
-            if self.first_playout_at is None:
-                self.first_playout_at = self._loop.time()
+            if self.first_playout_at is None and self._phased:
+                # The time the speaker's first sample would have played on the clock it plays by now.
+                self.first_playout_at = self._loop.time() - self._frames_played * period
+            self._frames_played += 1
             self.speaker.play(scale(pcm, self.volume))
 
     # --- reports -----------------------------------------------------------------------------------------
