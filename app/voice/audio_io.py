@@ -46,6 +46,12 @@ class Speaker(Protocol):
         ...
 
 
+class AudioProcessor(Protocol):
+    """Echo cancellation / noise suppression: the frame to send, from the captured one and the one played."""
+
+    def __call__(self, captured: bytes, played: bytes | None) -> bytes: ...
+
+
 def level_dbfs(pcm: bytes) -> float:
     """The loudness of a frame in dB below full scale (-96 for silence): for an input level meter."""
     samples = array.array("h", pcm)

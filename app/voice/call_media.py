@@ -26,7 +26,7 @@ import struct
 from dataclasses import dataclass, field
 
 from app.session.peer_session import PeerSession
-from app.voice.audio_io import Microphone, Speaker, level_dbfs, scale
+from app.voice.audio_io import AudioProcessor, Microphone, Speaker, level_dbfs, scale
 from app.voice.audio_packet import KIND as AUDIO_KIND
 from app.voice.audio_packet import AudioPacketError, Packetizer, decode_packet
 from app.voice.jitter_buffer import Conceal, JitterBuffer, JitterConfig, Play, Recover
@@ -88,6 +88,8 @@ class CallMedia:
         microphone: Microphone,
         speaker: Speaker,
         config: MediaConfig | None = None,
+        *,
+        processor: AudioProcessor | None = None,
     ) -> None:
         self.session = session
         self.config = config or MediaConfig()
@@ -95,6 +97,9 @@ class CallMedia:
         self.speaker = speaker
         self.muted = False
         self.volume = 1.0
+        #: Echo cancellation / noise suppression, when one is plugged in (see `AudioProcessor`).
+        self.processor = processor
+        self._last_played: bytes | None = None
         codec = self.config.codec
         self._encoder = VoiceEncoder(codec)
         self._decoder = VoiceDecoder(codec)
@@ -182,6 +187,8 @@ class CallMedia:
             pcm = await self.microphone.read()
             if self.first_capture_at is None:
                 self.first_capture_at = self._loop.time() - self.config.codec.frame_ms / 1000
+            if self.processor is not None:
+                pcm = self.processor(pcm, self._last_played)
             self._level = level_dbfs(pcm)
             opus = self._encoder.encode(silence if self.muted else pcm)
             data = self._packetizer.packet(opus)
@@ -235,6 +242,7 @@ class CallMedia:
                 # The time the speaker's first sample would have played on the clock it plays by now.
                 self.first_playout_at = self._loop.time() - self._frames_played * period
             self._frames_played += 1
+            self._last_played = pcm
             self.speaker.play(scale(pcm, self.volume))
 
     # --- reports -----------------------------------------------------------------------------------------

@@ -8,8 +8,7 @@ through ``on_problem`` and reopens the system's default device, so the call goes
 
 Echo cancellation and noise suppression: no maintained Python library for them installs here (the WebRTC
 audio-processing bindings need a build this project does not ship), so `Microphone` frames go out as
-captured. `AudioProcessor` is the hook for one: a callable from captured frame (and the frame being
-played, for echo cancellation) to the frame to send.
+captured. `app.voice.audio_io.AudioProcessor` is the hook for one (`CallMedia` takes it).
 """
 
 from __future__ import annotations
@@ -19,18 +18,12 @@ import contextlib
 import queue
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from app.voice.opus_codec import CHANNELS, SAMPLE_RATE, CodecSettings
 
 #: Called with a sentence for the user when a device fails and the default one is used instead.
 ProblemHandler = Callable[[str], None]
-
-
-class AudioProcessor(Protocol):
-    """Echo cancellation / noise suppression: the frame to send, given the captured one and the one played."""
-
-    def __call__(self, captured: bytes, played: bytes | None) -> bytes: ...
 
 
 class AudioDeviceError(Exception):
