@@ -346,12 +346,22 @@ def _speaker(args: argparse.Namespace) -> WavSpeaker:
 
 
 async def cmd_call(args: argparse.Namespace, out: Output) -> None:
-    """Call a contact: ring, talk (WAV in, WAV out) for --seconds or until either side hangs up."""
+    """Call a contact: ring, talk (WAV in, WAV out) for --seconds or until either side hangs up.
+
+    With --send, the files go to the contact on the same session once the call is answered.
+    """
+    files: list[SourceFile] = []
+    if args.send:
+        try:
+            files = collect_files(args.send)
+        except NothingToSend as exc:
+            raise CliError(str(exc), EXIT_USAGE, "nothing_to_send") from exc
     microphone = _microphone(args)
     speaker = _speaker(args)
     loop = asyncio.get_running_loop()
     printer = CallPrinter(out.emit)
     link: CallLink | None = None
+    sending: list[asyncio.Task[Any]] = []
 
     def forward(event: PathEvent) -> None:
         if link is not None:
@@ -359,8 +369,11 @@ async def cmd_call(args: argparse.Namespace, out: Output) -> None:
 
     def on_event(call: CallLink, event: CallEvent) -> None:
         printer.event(call, event)
-        if isinstance(event, CallStarted) and args.seconds:
-            loop.call_later(args.seconds, call.hangup)
+        if isinstance(event, CallStarted):
+            if args.seconds:
+                loop.call_later(args.seconds, call.hangup)
+            if files:
+                sending.append(asyncio.create_task(_send_during_call(args, call.session, files, out)))
 
     try:
         async with _connecting(args, out) as (client, connector):
@@ -376,6 +389,9 @@ async def cmd_call(args: argparse.Namespace, out: Output) -> None:
                 link = CallLink(session, machine, lambda s: CallMedia(s, microphone, speaker), on_event)
                 session.set_message_receiver(MESSAGE_PREFIX, link.receive)
                 ended = await link.run()
+                for task in sending:
+                    task.cancel()
+                await asyncio.gather(*sending, return_exceptions=True)
                 await session.close("call ended")
             finally:
                 events.cancel()
@@ -385,6 +401,25 @@ async def cmd_call(args: argparse.Namespace, out: Output) -> None:
     if ended.reason not in ("hung up",):
         code = EXIT_UNREACHABLE if ended.reason in ("vanished", "closed") else EXIT_REFUSED
         raise CliError(ended.text, code, ended.reason.replace(" ", "_"))
+
+
+async def _send_during_call(
+    args: argparse.Namespace, session: PeerSession, files: list[SourceFile], out: Output
+) -> None:
+    """Send ``files`` on the call's session (what is not sent when the call ends resumes next time)."""
+    outbox = OutgoingTransfers(_config_dir(args) / "transfers")
+    transfer, _ = outbox.transfer_id(args.name, files)
+    printer = TransferPrinter(out.emit, out.as_json, lambda: session.connection.link.selected_path)
+    endpoint = TransferEndpoint(session, on_event=printer)
+    runner = asyncio.create_task(endpoint.run())
+    try:
+        await endpoint.send(transfer, files)
+        outbox.finished(args.name, files)
+    except (TransferRefused, SessionError) as exc:
+        out.emit("send_failed", f"the files were not sent: {exc}", reason=str(exc))
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
 
 
 async def cmd_send(args: argparse.Namespace, out: Output) -> None:
@@ -743,6 +778,13 @@ def build_parser() -> argparse.ArgumentParser:
             )
         if name == "call":
             sub.add_argument("--seconds", type=float, metavar="N", help="hang up N seconds after the answer")
+            sub.add_argument(
+                "--send",
+                nargs="+",
+                metavar="PATH",
+                type=_user_path,
+                help="also send these files during the call",
+            )
         if name == "listen":
             sub.add_argument(
                 "--answer", action="store_true", help="answer calls at once (needs --mic and --record)"

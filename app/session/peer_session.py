@@ -40,6 +40,7 @@ from qh3.quic.packet import pull_quic_header
 from app.identity import DeviceIdentity
 from app.nat.connect import Connection
 from app.session.auth import AuthFailed, auth_message, verify_auth
+from app.session.bulk_pacer import BulkPacer
 from app.session.control import ControlProtocolError, MessageDecoder, encode_message
 from app.session.credentials import ED25519_SCHEME, certificate_identity_key, tls_credentials
 from app.session.loss_repair import LossRepair, RepairConfig, RepairStats
@@ -58,6 +59,9 @@ CLOSE_NORMAL = 0
 CLOSE_AUTH_FAILED = 0x100
 CLOSE_KEY_CHANGED = 0x101
 CLOSE_PROTOCOL = 0x102
+#: While a call is on, stream data goes to QUIC in pieces this big, and at most this much waits in it.
+_PACED_PIECE = 8 * 1024
+_PACED_BUFFER = 16 * 1024
 
 
 class SessionError(Exception):
@@ -182,6 +186,7 @@ class PeerSession:
         self._timer: asyncio.TimerHandle | None = None
         self._pump_scheduled = False
         self._repair = LossRepair(config.repair)
+        self._pacer = BulkPacer()
         self._repair_timer: asyncio.TimerHandle | None = None
         self.peer: PeerIdentity | None = None
 
@@ -244,6 +249,11 @@ class PeerSession:
         self._finish(reason)
         self.connection.close()
 
+    def _latest_rtt(self) -> float | None:
+        core = getattr(self._quic, "_core", None)
+        rtt = getattr(core, "latest_rtt", None)
+        return float(rtt) if rtt else None
+
     def _bytes_in_flight(self) -> int:
         # qh3 keeps its recovery state in its native core; 0 when it cannot tell.
         core = getattr(self._quic, "_core", None)
@@ -298,15 +308,31 @@ class PeerSession:
         """Send ``data`` on a stream, waiting while more than `SessionConfig.stream_buffer` is queued."""
         quic = self._quic
         assert quic is not None
-        limit = self._config.stream_buffer
+        view = memoryview(data)
         while True:
-            self._check_open()
-            if quic.get_send_buffer_size(stream_id) < limit:
-                break
-            self._progress.clear()
-            await self.unless_closed(self._progress.wait())
-        quic.send_stream_data(stream_id, data, end)
-        self._schedule_pump()
+            paced = self._pacer.active(self._loop.time())
+            # While a call is on, keep little in QUIC's buffer too: it would go out at CUBIC's pace.
+            limit = _PACED_BUFFER if paced else self._config.stream_buffer
+            while True:
+                self._check_open()
+                if quic.get_send_buffer_size(stream_id) < limit:
+                    break
+                self._progress.clear()
+                await self.unless_closed(self._progress.wait())
+            if not paced:
+                quic.send_stream_data(stream_id, bytes(view), end)
+                self._schedule_pump()
+                return
+            wait = self._pacer.delay_for(self._loop.time())
+            if wait > 0:
+                await self.unless_closed(asyncio.sleep(wait))
+                continue
+            piece, view = view[:_PACED_PIECE], view[_PACED_PIECE:]
+            self._pacer.sent(len(piece), self._loop.time())
+            quic.send_stream_data(stream_id, bytes(piece), end and not view)
+            self._schedule_pump()
+            if not view:
+                return
 
     def reset_stream(self, stream_id: int, code: int = 0) -> None:
         """Abandon a stream we opened (the peer's `IncomingStream.read` raises `StreamAborted`)."""
@@ -325,6 +351,7 @@ class PeerSession:
         self._check_open()
         assert self._quic is not None
         self._quic.send_datagram_frame(data)
+        self._pacer.realtime_sent(self._loop.time())
         self._pump()
         # Audio is late if its repair waits for a group to fill: send the repair right behind it.
         self._send_raw(self._repair.flush())
@@ -444,6 +471,9 @@ class PeerSession:
             self._send(data, now)
         while (event := quic.next_event()) is not None:
             self._handle(event)
+        rtt = self._latest_rtt()
+        if rtt:
+            self._pacer.rtt_sample(rtt, now)
         if self._quic is not None:  # sending the auth answer may have queued more
             for data, _ in quic.datagrams_to_send(now):
                 self._send(data, now)

@@ -40,13 +40,16 @@ SPEECH = (
     "drops packets. Please remember to bring the maps, the tickets, and some warm clothes for the "
     "evening. We will meet at the station at half past seven, next to the bakery."
 )
-# name, loss per WAN link and direction (two links: 1 - (1 - p)^2 end to end), jitter per link (ms)
+# name, loss per WAN link and direction (two links: 1 - (1 - p)^2 end to end), jitter per link (ms), and
+# whether a file transfer on the same session saturates the link (then limited to TRANSFER_MBIT)
 CONDITIONS = [
-    ("clean", 0.0, 0.0),
-    ("5% loss", 2.53, 0.0),
-    ("10% loss", 5.13, 0.0),
-    ("5% loss + jitter", 2.53, 10.0),
+    ("clean", 0.0, 0.0, False),
+    ("5% loss", 2.53, 0.0, False),
+    ("10% loss", 5.13, 0.0, False),
+    ("5% loss + jitter", 2.53, 10.0, False),
+    ("clean + transfer", 0.0, 0.0, True),
 ]
+TRANSFER_MBIT = 20
 
 
 def tools() -> Path:
@@ -109,8 +112,16 @@ def score(setup: Setup, far: Path) -> dict[str, Any]:
     return result
 
 
-async def one_condition(name: str, loss: float, jitter: float, setup: Setup) -> dict[str, Any]:
-    """One call under one condition: PESQ and delays."""
+def transfer_rate(lines: list[dict[str, Any]], seconds: float) -> float | None:
+    """Mbit/s of the file sent during the call (its last progress line over the call's length)."""
+    progress = [line for line in lines if line["event"] == "progress"]
+    return round(progress[-1]["bytes"] * 8 / seconds / 1e6, 1) if progress else None
+
+
+async def one_condition(
+    name: str, loss: float, jitter: float, transfer: bool, setup: Setup
+) -> dict[str, Any]:
+    """One call under one condition: PESQ and delays (and with ``transfer``, a file sent during it)."""
     from tests.natlab.cli import Peers, read_until
     from tests.natlab.fixtures import LabFactory
 
@@ -121,15 +132,24 @@ async def one_condition(name: str, loss: float, jitter: float, setup: Setup) -> 
     make_silence(silence, seconds + 5)
     factory = LabFactory(folder / "lab")
     try:
-        lab = factory("cone", "cone", delay_ms=10, loss=loss, jitter_ms=jitter)
+        rate = TRANSFER_MBIT * 1000 if transfer else None
+        lab = factory("cone", "cone", delay_ms=10, loss=loss, jitter_ms=jitter, rate_kbit=rate)
         os.environ["PUNCHLINE_PASSWORD"] = PASSWORD
         peers = Peers(lab)
         await peers.start_server()
         await peers.befriend()
-        listener = await peers.listen("right", "--answer", "--mic", str(silence), "--record", str(far))
+        options = ["--answer", "--mic", str(silence), "--record", str(far)]
+        send: list[str] = []
+        if transfer:
+            big = folder / "big.bin"
+            with big.open("wb") as file:  # more than the link carries during the call
+                file.truncate(TRANSFER_MBIT * 125_000 * int(seconds + 10))
+            options += ["--accept-files", str(folder / "downloads")]
+            send = ["--send", str(big)]
+        listener = await peers.listen("right", *options)
         argv = peers.argv(
             "alice", "call", "bob", "--mic", str(setup.microphone), "--record", str(folder / "near.wav"),
-            "--seconds", f"{seconds + 1.5:.1f}",
+            "--seconds", f"{seconds + 1.5:.1f}", *send,
         )  # fmt: skip
         caller = await lab.spawn("left", *argv, stdin=False)
         sent = await read_until(caller, lambda line: line["event"] == "call_ended", timeout=seconds + 60)
@@ -140,6 +160,7 @@ async def one_condition(name: str, loss: float, jitter: float, setup: Setup) -> 
     playout = next(line for line in heard if line["event"] == "media_times")
     scored = score(setup, far)
     mouth_to_ear = playout["first_playout_at"] + scored["lag_seconds"] - capture["first_capture_at"]
+    windows = scored["window_lags"] or [scored["lag_seconds"]]
     final = playout["final"]
     return {
         "condition": name,
@@ -147,10 +168,12 @@ async def one_condition(name: str, loss: float, jitter: float, setup: Setup) -> 
         "jitter_per_link_ms": jitter,
         "pesq_wb": scored["pesq"],
         "mouth_to_ear_ms": round(1000 * mouth_to_ear, 1),
+        "mouth_to_ear_max_ms": round(1000 * (mouth_to_ear + max(windows) - scored["lag_seconds"]), 1),
         "app_added_ms": round(1000 * (mouth_to_ear - ONE_WAY_NETWORK), 1),
         "receiver": {
             k: final[k] for k in ("loss_in", "concealed", "fec_recovered", "copies_used", "buffer_ms")
         },
+        "transfer_mbit_during_call": transfer_rate(sent, seconds) if transfer else None,
         "sender_redundancy": next(
             (line["redundancy"] for line in reversed(sent) if line["event"] == "call_stats"), None
         ),
@@ -176,10 +199,14 @@ async def main() -> None:
         work = Path(scratch)
         microphone, reference, seconds = make_speech(work)
         setup = Setup(work, microphone, reference, seconds, scorer)
-        for name, loss, jitter in CONDITIONS:
+        for name, loss, jitter, transfer in CONDITIONS:
             if args.only and not name.startswith(args.only):
                 continue
-            results.append(await one_condition(name, loss, jitter, setup))
+            results.append(await one_condition(name, loss, jitter, transfer, setup))
+    clean = next((r for r in results if r["condition"] == "clean"), None)
+    for r in results:
+        if r["condition"].endswith("transfer") and clean is not None:
+            r["delay_growth_ms"] = round(r["mouth_to_ear_max_ms"] - clean["mouth_to_ear_ms"], 1)
     if args.json:
         print(json.dumps(results, indent=2))
         return
@@ -190,6 +217,9 @@ async def main() -> None:
             f"(app-added {r['app_added_ms']:5.1f} ms)   loss seen {100 * r['receiver']['loss_in']:.1f} %, "
             f"concealed {r['receiver']['concealed']}, copies used {r['receiver']['copies_used']}, "
             f"FEC {r['receiver']['fec_recovered']}, redundancy {r['sender_redundancy']}"
+            + (f"   worst 2 s: {r['mouth_to_ear_max_ms']} ms" if r["condition"].endswith("transfer") else "")
+            + (f", growth {r['delay_growth_ms']} ms" if "delay_growth_ms" in r else "")
+            + (f"; file {r['transfer_mbit_during_call']} Mbit/s" if r["transfer_mbit_during_call"] else "")
         )
 
 
