@@ -48,3 +48,28 @@ async def test_a_call_carries_audio_both_ways(
     assert heard[-1]["message"] == "alice hung up."
     assert 950 < pitch(segment(tmp_path / "alice-hears.wav", 1.0, 2.0)) < 1050
     assert 420 < pitch(segment(tmp_path / "bob-hears.wav", 1.0, 2.0)) < 460
+
+
+async def test_a_call_ends_when_the_peer_vanishes(
+    nat_lab: LabFactory, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    write_tone(tmp_path / "alice.wav", 440, 60)
+    write_tone(tmp_path / "bob.wav", 1000, 60)
+    options = ("--answer", "--mic", str(tmp_path / "bob.wav"), "--record", str(tmp_path / "bob-hears.wav"))
+    peers = await listening(nat_lab, monkeypatch, "cone", "cone", listen_options=options)
+    caller = await peers.lab.spawn(
+        "left",
+        *peers.argv(
+            "alice", "call", "bob", "--mic", str(tmp_path / "alice.wav"),
+            "--record", str(tmp_path / "alice-hears.wav"),
+        ),
+        stdin=False,
+    )  # fmt: skip
+    await read_until(caller, lambda line: line["event"] == "call_stats", timeout=30)
+    peers.lab.link_down("left_nat")  # alice's router loses its uplink for good
+    lines = await read_until(caller, lambda line: line["event"] == "call_ended", timeout=40)
+    assert lines[-1]["message"] == "The connection to bob was lost."
+    assert await caller.wait(10) == 3  # unreachable
+    assert peers.listener is not None
+    heard = await read_until(peers.listener, lambda line: line["event"] == "call_ended", timeout=30)
+    assert heard[-1]["reason"] in ("vanished", "closed")

@@ -85,6 +85,8 @@ class ClientOptions:
     request_timeout: float = 15.0
     ping_interval: float = 20.0
     ping_timeout: float = 20.0
+    #: Seconds a closing handshake may take: an app quitting with the network gone must not hang.
+    close_timeout: float = 2.0
     ssl_context: ssl.SSLContext | None = None
 
 
@@ -259,6 +261,7 @@ class SignallingClient:
                 open_timeout=self._options.open_timeout,
                 ping_interval=self._options.ping_interval,
                 ping_timeout=self._options.ping_timeout,
+                close_timeout=self._options.close_timeout,
                 max_size=sig.MAX_MESSAGE_BYTES,
                 compression=None,
                 user_agent_header="punchline",
