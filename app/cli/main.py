@@ -57,8 +57,9 @@ from app.transfer.inbox import Inbox
 from app.transfer.outbox import NothingToSend, OutgoingTransfers, SourceFile, collect_files
 from app.voice.audio_io import AudioFileError, WavMicrophone, WavSpeaker
 from app.voice.call import CallDesk, CallLink
-from app.voice.call_media import CallMedia
+from app.voice.call_media import CallMedia, MediaConfig
 from app.voice.call_signalling import MESSAGE_PREFIX, CallEvent, CallRinging, CallSignalling, CallStarted
+from app.voice.opus_codec import CodecSettings
 from rendezvous.config import DEFAULT_PORT
 from rendezvous.wire import signalling as sig
 from rendezvous.wire.signalling import Contact, Register
@@ -320,7 +321,7 @@ def _call_desk(args: argparse.Namespace, out: Output) -> CallDesk:
     _microphone(args)  # a bad file is a usage error now, not when the first call comes
 
     def media(session: PeerSession) -> CallMedia:
-        return CallMedia(session, _microphone(args), _speaker(args))
+        return CallMedia(session, _microphone(args), _speaker(args), _media_config(args))
 
     return CallDesk(media, printer.event, answer=True)
 
@@ -333,9 +334,13 @@ def _microphone(args: argparse.Namespace) -> WavMicrophone:
     if not args.mic or not args.record:
         raise CliError("calls need --mic IN.wav and --record OUT.wav (no sound card is used)", EXIT_USAGE)
     try:
-        return WavMicrophone(args.mic)
+        return WavMicrophone(args.mic, CodecSettings(frame_ms=args.frame_ms))
     except AudioFileError as exc:
         raise CliError(str(exc), EXIT_USAGE, "bad_audio_file") from exc
+
+
+def _media_config(args: argparse.Namespace) -> MediaConfig:
+    return MediaConfig(codec=CodecSettings(frame_ms=args.frame_ms))
 
 
 def _speaker(args: argparse.Namespace) -> WavSpeaker:
@@ -386,7 +391,10 @@ async def cmd_call(args: argparse.Namespace, out: Output) -> None:
             try:
                 session = await _start_session(args, client, connection)
                 machine = CallSignalling.start(args.name, loop.time())
-                link = CallLink(session, machine, lambda s: CallMedia(s, microphone, speaker), on_event)
+                config = _media_config(args)
+                link = CallLink(
+                    session, machine, lambda s: CallMedia(s, microphone, speaker, config), on_event
+                )
                 session.set_message_receiver(MESSAGE_PREFIX, link.receive)
                 ended = await link.run()
                 for task in sending:
@@ -770,6 +778,9 @@ def build_parser() -> argparse.ArgumentParser:
                 help="keep reconnecting and resuming this long (default 600)",
             )
         if name in ("listen", "call"):
+            sub.add_argument(
+                "--frame-ms", type=int, choices=(10, 20), default=20, help="audio frame length (default 20)"
+            )
             sub.add_argument(
                 "--mic", metavar="IN.wav", type=_user_path, help="48 kHz mono WAV to send as the microphone"
             )

@@ -23,14 +23,14 @@ import asyncio
 import contextlib
 import math
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from app.session.peer_session import PeerSession
 from app.voice.audio_io import AudioProcessor, Microphone, Speaker, level_dbfs, scale
 from app.voice.audio_packet import KIND as AUDIO_KIND
 from app.voice.audio_packet import AudioPacketError, Packetizer, decode_packet
 from app.voice.jitter_buffer import Conceal, JitterBuffer, JitterConfig, Play, Recover
-from app.voice.opus_codec import CodecSettings, VoiceDecoder, VoiceEncoder
+from app.voice.opus_codec import SAMPLE_BYTES, SAMPLE_RATE, CodecSettings, VoiceDecoder, VoiceEncoder
 
 REPORT_KIND = 0xA2
 _REPORT = struct.Struct("!BIIddd")
@@ -125,7 +125,7 @@ class CallMedia:
         self._first_arrival: float | None = None
         self._arrived = asyncio.Event()
         self._phased = False
-        self._frames_played = 0
+        self._seconds_played = 0.0
 
     # --- control -----------------------------------------------------------------------------------------
 
@@ -206,6 +206,10 @@ class CallMedia:
             return  # not playable; a peer bug, not worth ending the call for
         self._received += 1
         now = self._loop.time()
+        if self._first_arrival is None and packet.frame_ms != self._buffer.frame * 1000:
+            # The peer chose another frame length (10 or 20 ms): play its frames at its pace.
+            self._buffer = JitterBuffer(packet.frame_ms, self.config.jitter)
+            self._decoder = VoiceDecoder(replace(self.config.codec, frame_ms=packet.frame_ms))
         self._buffer.put(packet, now)
         if self._first_arrival is None:
             self._first_arrival = now
@@ -213,7 +217,6 @@ class CallMedia:
 
     async def _playout(self) -> None:
         period = self.config.codec.frame_ms / 1000
-        silence = bytes(self.config.codec.frame_bytes)
         tick = self._loop.time() + period
         while True:
             wait = tick - self._loop.time()
@@ -224,6 +227,7 @@ class CallMedia:
                 # Play in step with the peer's packets: the first frame one target delay after it arrived,
                 # not up to a frame later whenever our own clock happens to tick.
                 self._phased = True
+                period = self._buffer.frame
                 tick = self._first_arrival + self._buffer.stats.target_delay
                 continue
             if wait > 0:
@@ -237,11 +241,11 @@ class CallMedia:
             elif isinstance(item, Conceal):
                 pcm = self._decoder.conceal()
             else:
-                pcm = silence
+                pcm = bytes(round(period * SAMPLE_RATE) * SAMPLE_BYTES)
             if self.first_playout_at is None and self._phased:
                 # The time the speaker's first sample would have played on the clock it plays by now.
-                self.first_playout_at = self._loop.time() - self._frames_played * period
-            self._frames_played += 1
+                self.first_playout_at = self._loop.time() - self._seconds_played
+            self._seconds_played += len(pcm) / (SAMPLE_RATE * SAMPLE_BYTES)
             self._last_played = pcm
             self.speaker.play(scale(pcm, self.volume))
 
