@@ -6,13 +6,10 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Start the desktop app. The window is not built yet: say so plainly and point at what works today."""
-    print(
-        "punchline: the desktop window is not part of this version yet.\n"
-        "Use 'punchline-cli' (accounts, contacts, whoami) and 'punchline-rendezvous' (the server).",
-        file=sys.stderr,
-    )
-    return 2
+    """Start the desktop app: sign in, then your contacts (calls and files in the window come next)."""
+    from app.gui.app import run  # noqa: PLC0415 - Qt loads only when the window is wanted
+
+    return run(sys.argv if argv is None else ["punchline", *argv])
 
 
 if __name__ == "__main__":

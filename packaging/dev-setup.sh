@@ -16,6 +16,11 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || apt_packages+=(python3-venv)
 # Calls: the Opus codec and PortAudio, which opuslib and sounddevice load at run time.
 /sbin/ldconfig -p 2>/dev/null | grep -q 'libopus\.so\.0' || apt_packages+=(libopus0)
 /sbin/ldconfig -p 2>/dev/null | grep -q 'libportaudio\.so\.2' || apt_packages+=(libportaudio2)
+# The window (PySide6): the libraries Qt's widgets load on Debian/Ubuntu.
+for pair in libEGL.so.1:libegl1 libGL.so.1:libgl1 libfontconfig.so.1:libfontconfig1 \
+    libxkbcommon.so.0:libxkbcommon0 libdbus-1.so.3:libdbus-1-3 libglib-2.0.so.0:libglib2.0-0; do
+    /sbin/ldconfig -p 2>/dev/null | grep -q "${pair%%:*}" || apt_packages+=("${pair##*:}")
+done
 if [ "$with_tests" -eq 1 ]; then
     # coturn: a third-party STUN/TURN server and client to test interoperability against.
     command -v turnutils_stunclient >/dev/null || apt_packages+=(coturn)

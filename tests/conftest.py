@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,9 @@ from rendezvous.config import Limits, ServerConfig
 from rendezvous.server import RendezvousServer
 from rendezvous.turn_relay import TurnRelay, start_turn_relay
 from rendezvous.wire import signalling as sig
+
+# Qt windows in tests draw offscreen: no display needed (the screenshot script uses Xvfb and xcb).
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 from tests.turn_helpers import SECRET, turn_config
 
 # The NAT lab's fixtures (`nat_lab`): network namespaces with real Linux NAT routers, see tests/natlab.

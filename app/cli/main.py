@@ -25,9 +25,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import platformdirs
-from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidHandshake, InvalidURI
 
+from app.account import AccountError, register
 from app.cli.call_output import CallPrinter
 from app.cli.echo import echo_client, echo_server, print_path_events
 from app.cli.sessions import SavedSessions
@@ -61,8 +60,7 @@ from app.voice.call_media import CallMedia, MediaConfig
 from app.voice.call_signalling import MESSAGE_PREFIX, CallEvent, CallRinging, CallSignalling, CallStarted
 from app.voice.opus_codec import CodecSettings
 from rendezvous.config import DEFAULT_PORT
-from rendezvous.wire import signalling as sig
-from rendezvous.wire.signalling import Contact, Register
+from rendezvous.wire.signalling import Contact
 
 DEFAULT_SERVER = f"ws://localhost:{DEFAULT_PORT}"
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
@@ -103,15 +101,11 @@ async def cmd_register(args: argparse.Namespace, out: Output) -> None:
     user = _require_user(args)
     password = _password(args, confirm=True)
     try:
-        async with connect(args.server, ssl=_ssl_context(args), open_timeout=10, compression=None) as ws:
-            await ws.send(sig.encode(Register(id=1, username=user, password=password)))
-            reply = sig.decode_server_message(await asyncio.wait_for(ws.recv(), 30))
-    except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
-        raise CliError(f"Cannot reach the server at {args.server}: {exc}", EXIT_UNREACHABLE) from exc
-    except sig.MessageError as exc:
-        raise CliError(f"The server sent something unreadable: {exc.detail}", EXIT_UNREACHABLE) from exc
-    if isinstance(reply, sig.Error):
-        raise CliError(reply.message, EXIT_REFUSED, reply.code)
+        await register(args.server, user, password, ssl_context=_ssl_context(args))
+    except AccountError as exc:
+        if exc.code in ("unreachable", "bad_url"):
+            raise CliError(exc.message, EXIT_UNREACHABLE) from exc
+        raise CliError(exc.message, EXIT_REFUSED, exc.code) from exc
     out.emit("registered", f"Registered {user} on {args.server}. Sign in with 'login'.", user=user)
 
 

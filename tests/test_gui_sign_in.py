@@ -1,0 +1,101 @@
+"""The sign-in window with the real core and a real rendezvous server (offscreen Qt)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from pytestqt.qtbot import QtBot
+
+from app.account import register, sign_in
+from app.gui.sign_in_dialog import SignInDialog
+from app.identity import DeviceIdentity
+from app.signalling.client import Credentials, SignallingClient
+from rendezvous.server import RendezvousServer
+from tests.conftest import PASSWORD
+
+
+def dialog_for(qtbot: QtBot, url: str) -> tuple[SignInDialog, list[SignallingClient]]:
+    identity = DeviceIdentity.generate()
+
+    async def signing_in(server: str, name: str, password: str) -> SignallingClient:
+        return await sign_in(server, Credentials(name, password=password), identity)
+
+    dialog = SignInDialog(signing_in, register, server=url)
+    qtbot.addWidget(dialog)
+    clients: list[SignallingClient] = []
+    dialog.signed_in.connect(clients.append)
+    return dialog, clients
+
+
+async def finish(dialog: SignInDialog) -> None:
+    for _ in range(200):
+        await asyncio.sleep(0.05)
+        if not dialog.busy:
+            return
+    pytest.fail("the sign-in did not finish")
+
+
+async def test_create_an_account_and_sign_in(qtbot: QtBot, server: RendezvousServer) -> None:
+    dialog, clients = dialog_for(qtbot, server.url)
+    dialog.username.setText("alice")
+    dialog.password.setText(PASSWORD)
+    dialog.register_button.click()
+    await finish(dialog)
+    assert dialog.message.text() == "Signed in as alice."
+    assert [c.username for c in clients] == ["alice"]
+    await clients[0].close()
+
+
+async def test_wrong_password_name_taken_and_server_down_are_said_plainly(
+    qtbot: QtBot, server: RendezvousServer, tmp_path: Path
+) -> None:
+    await register(server.url, "bob", PASSWORD)
+    dialog, clients = dialog_for(qtbot, server.url)
+    dialog.username.setText("bob")
+    dialog.password.setText("not the password")
+    dialog.sign_in_button.click()
+    await finish(dialog)
+    assert "password" in dialog.message.text().lower()
+    dialog.register_button.click()
+    await finish(dialog)
+    assert "taken" in dialog.message.text().lower()
+    dialog.server.setText("ws://127.0.0.1:9")
+    dialog.sign_in_button.click()
+    await finish(dialog)
+    assert dialog.message.text().startswith("Cannot reach the server at ws://127.0.0.1:9")
+    assert clients == []
+    dialog.password.clear()
+    dialog.sign_in_button.click()
+    assert dialog.message.text() == "Enter your name and password."
+
+
+async def test_the_contacts_window_shows_who_comes_online(qtbot: QtBot, server: RendezvousServer) -> None:
+    from app.gui.contacts_window import ContactsWindow
+
+    for name in ("alice", "bob"):
+        await register(server.url, name, PASSWORD)
+    alice = await sign_in(server.url, Credentials("alice", password=PASSWORD), DeviceIdentity.generate())
+    bob = await sign_in(server.url, Credentials("bob", password=PASSWORD), DeviceIdentity.generate())
+    await alice.add_contact("bob")
+    await bob.accept_contact("alice")
+    await bob.close()
+    window = ContactsWindow(alice)
+    qtbot.addWidget(window)
+    await wait_for(lambda: window.rows() == ["○  bob — offline"])
+    bob = await sign_in(server.url, Credentials("bob", password=PASSWORD), DeviceIdentity.generate())
+    await wait_for(lambda: window.rows() == ["●  bob — online"])
+    window.search.setText("zed")
+    assert window.rows() == []
+    await bob.close()
+    await window.sign_out()
+
+
+async def wait_for(condition: Callable[[], bool]) -> None:
+    for _ in range(100):
+        if condition():
+            return
+        await asyncio.sleep(0.05)
+    pytest.fail("the window did not show it")
