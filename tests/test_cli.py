@@ -54,6 +54,28 @@ def cli(server: RendezvousServer, tmp_path: Path) -> Cli:
     return run
 
 
+async def befriend(cli: Cli) -> None:
+    """Register alice and bob and make them contacts."""
+    for user in ("alice", "bob"):
+        assert (await cli(user, "register"))[0] == 0
+    assert (await cli("alice", "add", "bob"))[0] == 0
+    assert (await cli("bob", "accept", "alice"))[0] == 0
+
+
+async def bob_listens(server: RendezvousServer, tmp_path: Path, *options: str) -> asyncio.subprocess.Process:
+    """``listen`` as bob with ``options``; returns once it says it is listening."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PUNCHLINE_")}
+    env["PUNCHLINE_PASSWORD"] = PASSWORD
+    listener = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "app.cli.main", "listen", *options, "--allow-loopback", "--json",
+        "--user", "bob", "--server", server.url, "--config-dir", str(tmp_path / "bob"),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+    )  # fmt: skip
+    assert listener.stdout is not None
+    assert json.loads(await asyncio.wait_for(listener.stdout.readline(), 30))["event"] == "listening"
+    return listener
+
+
 async def test_contact_lifecycle_through_the_cli(cli: Cli, tmp_path: Path) -> None:
     for user in ("alice", "bob", "carol"):
         status, lines, _ = await cli(user, "register")
@@ -199,23 +221,20 @@ async def test_call_and_listen_answer_talk_and_hang_up(
 ) -> None:
     from tests.test_call_media import pitch, segment, write_tone
 
-    for user in ("alice", "bob"):
-        assert (await cli(user, "register"))[0] == 0
-    assert (await cli("alice", "add", "bob"))[0] == 0
-    assert (await cli("bob", "accept", "alice"))[0] == 0
+    await befriend(cli)
     write_tone(tmp_path / "alice.wav", 440, 5)
     write_tone(tmp_path / "bob.wav", 1000, 5)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PUNCHLINE_")}
-    env["PUNCHLINE_PASSWORD"] = PASSWORD
-    listener = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "app.cli.main", "listen", "--answer", "--mic", str(tmp_path / "bob.wav"),
-        "--record", str(tmp_path / "bob-hears.wav"), "--allow-loopback", "--json", "--user", "bob",
-        "--server", server.url, "--config-dir", str(tmp_path / "bob"),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
-    )  # fmt: skip
+    listener = await bob_listens(
+        server,
+        tmp_path,
+        "--answer",
+        "--mic",
+        str(tmp_path / "bob.wav"),
+        "--record",
+        str(tmp_path / "bob-hears.wav"),
+    )
     try:
         assert listener.stdout is not None
-        assert json.loads(await asyncio.wait_for(listener.stdout.readline(), 30))["event"] == "listening"
         status, lines, err = await cli(
             "alice", "call", "bob", "--mic", str(tmp_path / "alice.wav"),
             "--record", str(tmp_path / "alice-hears.wav"), "--seconds", "3", "--allow-loopback",
@@ -243,21 +262,10 @@ async def test_a_call_to_someone_not_answering_calls_is_declined(
 ) -> None:
     from tests.test_call_media import write_tone
 
-    for user in ("alice", "bob"):
-        assert (await cli(user, "register"))[0] == 0
-    assert (await cli("alice", "add", "bob"))[0] == 0
-    assert (await cli("bob", "accept", "alice"))[0] == 0
+    await befriend(cli)
     write_tone(tmp_path / "alice.wav", 440, 1)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PUNCHLINE_")}
-    env["PUNCHLINE_PASSWORD"] = PASSWORD
-    listener = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "app.cli.main", "listen", "--allow-loopback", "--json", "--user", "bob",
-        "--server", server.url, "--config-dir", str(tmp_path / "bob"),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
-    )  # fmt: skip
+    listener = await bob_listens(server, tmp_path)
     try:
-        assert listener.stdout is not None
-        assert json.loads(await asyncio.wait_for(listener.stdout.readline(), 30))["event"] == "listening"
         status, lines, _ = await cli(
             "alice", "call", "bob", "--mic", str(tmp_path / "alice.wav"),
             "--record", str(tmp_path / "out.wav"), "--allow-loopback",

@@ -67,81 +67,69 @@ def list_devices(backend: Any = None) -> list[AudioDevice]:
     ]
 
 
-class DeviceMicrophone:
-    """A sound card's input as a `Microphone` (48 kHz mono 16-bit, one frame per block)."""
+class _DeviceStream:
+    """What both directions share: opening a PortAudio stream, falling back to the default device."""
+
+    #: "microphone" or "speaker", for the messages; and the sounddevice stream class to open.
+    what = ""
+    stream_class = ""
 
     def __init__(
         self,
-        device: int | str | None = None,
-        settings: CodecSettings | None = None,
-        *,
-        on_problem: ProblemHandler | None = None,
-        backend: Any = None,
+        device: int | str | None,
+        settings: CodecSettings | None,
+        on_problem: ProblemHandler | None,
+        backend: Any,
     ) -> None:
         self.settings = settings or CodecSettings()
         self._sd = backend or _sounddevice()
         self._loop = asyncio.get_running_loop()
-        self._frames: asyncio.Queue[bytes] = asyncio.Queue(maxsize=50)
         self._on_problem = on_problem or (lambda message: None)
-        self._device = device
         self._stream: Any = None
-        self._open(device)
 
     def _open(self, device: int | str | None) -> None:
         try:
-            self._stream = self._sd.RawInputStream(
+            self._stream = getattr(self._sd, self.stream_class)(
                 samplerate=SAMPLE_RATE,
                 channels=CHANNELS,
                 dtype="int16",
                 blocksize=self.settings.frame_samples,
                 device=device,
-                callback=self._captured,
+                callback=self._callback,
                 finished_callback=self._finished,
             )
             self._stream.start()
         except Exception as exc:  # PortAudioError, ValueError for an unknown device
             if device is None:
-                raise AudioDeviceError(f"no microphone can be opened: {exc}") from exc
-            self._problem(f"The microphone {device!r} cannot be used ({exc}); using the default one.")
+                raise AudioDeviceError(f"no {self.what} can be opened: {exc}") from exc
+            self._on_problem(f"The {self.what} {device!r} cannot be used ({exc}); using the default one.")
             self._open(None)
 
-    def _captured(self, data: Any, frames: int, time: Any, status: Any) -> None:
-        # PortAudio's thread: copy the block (its buffer is reused) and hand it to the event loop.
-        block = bytes(data)
-        self._loop.call_soon_threadsafe(self._deliver, block)
-
-    def _deliver(self, block: bytes) -> None:
-        if self._frames.full():
-            self._frames.get_nowait()  # we fell behind: drop the oldest, keep the delay short
-        self._frames.put_nowait(block)
+    def _callback(self, data: Any, frames: int, time: Any, status: Any) -> None:
+        raise NotImplementedError
 
     def _finished(self) -> None:
-        # The stream stopped without us: the device went away (or we closed it: `_reopen` checks).
+        # PortAudio's thread: the stream stopped without us (the device went away), or we closed it.
         with contextlib.suppress(RuntimeError):  # the event loop is already gone
             self._loop.call_soon_threadsafe(self._reopen)
 
     def _reopen(self) -> None:
         if self._stream is None:
             return  # closed on purpose
-        self._problem("The microphone stopped working; switching to the default microphone.")
+        self._on_problem(f"The {self.what} stopped working; switching to the default {self.what}.")
         self._open(None)
 
-    def _problem(self, message: str) -> None:
-        self._on_problem(message)
-
-    async def read(self) -> bytes:
-        """The next captured frame."""
-        return await self._frames.get()
-
     def close(self) -> None:
-        """Stop capturing."""
+        """Stop the stream."""
         stream, self._stream = self._stream, None
         if stream is not None:
             stream.close()
 
 
-class DeviceSpeaker:
-    """A sound card's output as a `Speaker`; ``volume`` scaling is the call's (`CallMedia.volume`)."""
+class DeviceMicrophone(_DeviceStream):
+    """A sound card's input as a `Microphone` (48 kHz mono 16-bit, one frame per block)."""
+
+    what, stream_class = "microphone", "RawInputStream"
 
     def __init__(
         self,
@@ -151,53 +139,54 @@ class DeviceSpeaker:
         on_problem: ProblemHandler | None = None,
         backend: Any = None,
     ) -> None:
-        self.settings = settings or CodecSettings()
-        self._sd = backend or _sounddevice()
-        self._loop = asyncio.get_running_loop()
+        super().__init__(device, settings, on_problem, backend)
+        self._frames: asyncio.Queue[bytes] = asyncio.Queue(maxsize=50)
+        self._open(device)
+
+    def _callback(self, data: Any, frames: int, time: Any, status: Any) -> None:
+        # PortAudio's thread: copy the block (its buffer is reused) and hand it to the event loop.
+        block = bytes(data)
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._deliver, block)
+
+    def _deliver(self, block: bytes) -> None:
+        if self._frames.full():
+            self._frames.get_nowait()  # we fell behind: drop the oldest, keep the delay short
+        self._frames.put_nowait(block)
+
+    async def read(self) -> bytes:
+        """The next captured frame."""
+        return await self._frames.get()
+
+
+class DeviceSpeaker(_DeviceStream):
+    """A sound card's output as a `Speaker`; ``volume`` scaling is the call's (`CallMedia.volume`)."""
+
+    what, stream_class = "speaker", "RawOutputStream"
+
+    def __init__(
+        self,
+        device: int | str | None = None,
+        settings: CodecSettings | None = None,
+        *,
+        on_problem: ProblemHandler | None = None,
+        backend: Any = None,
+    ) -> None:
+        super().__init__(device, settings, on_problem, backend)
         # Two frames of slack between our playout clock and the card's.
         self._frames: queue.Queue[bytes] = queue.Queue(maxsize=3)
         self._silence = bytes(self.settings.frame_bytes)
-        self._on_problem = on_problem or (lambda message: None)
-        self._stream: Any = None
         self.underruns = 0
         self._open(device)
 
-    def _open(self, device: int | str | None) -> None:
-        try:
-            self._stream = self._sd.RawOutputStream(
-                samplerate=SAMPLE_RATE,
-                channels=CHANNELS,
-                dtype="int16",
-                blocksize=self.settings.frame_samples,
-                device=device,
-                callback=self._fill,
-                finished_callback=self._finished,
-            )
-            self._stream.start()
-        except Exception as exc:
-            if device is None:
-                raise AudioDeviceError(f"no speaker can be opened: {exc}") from exc
-            self._on_problem(f"The speaker {device!r} cannot be used ({exc}); using the default one.")
-            self._open(None)
-
-    def _fill(self, out: Any, frames: int, time: Any, status: Any) -> None:
+    def _callback(self, data: Any, frames: int, time: Any, status: Any) -> None:
         # PortAudio's thread: the next frame, or silence if the network has not delivered one in time.
         try:
             frame = self._frames.get_nowait()
         except queue.Empty:
             frame = self._silence
             self.underruns += 1
-        out[: len(frame)] = frame
-
-    def _finished(self) -> None:
-        with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(self._reopen)
-
-    def _reopen(self) -> None:
-        if self._stream is None:
-            return
-        self._on_problem("The speaker stopped working; switching to the default speaker.")
-        self._open(None)
+        data[: len(frame)] = frame
 
     def play(self, pcm: bytes) -> None:
         """Queue one frame; if the card has fallen behind, the oldest waiting frame is dropped."""
@@ -207,9 +196,3 @@ class DeviceSpeaker:
             with contextlib.suppress(queue.Empty):
                 self._frames.get_nowait()
             self._frames.put_nowait(pcm)
-
-    def close(self) -> None:
-        """Stop playing."""
-        stream, self._stream = self._stream, None
-        if stream is not None:
-            stream.close()
