@@ -134,7 +134,6 @@ class LossRepair:
         self._seq = 0
         self._group: _OutgoingGroup | None = None
         self._expected, self._missing = (float(n) for n in self.config.prior)
-        self._repair = 0
         self._set_loss()
         self._encoders: dict[tuple[int, int], zfec.Encoder] = {}
         # Receiving.
@@ -160,7 +159,7 @@ class LossRepair:
 
     def protect(self, packet: bytes, now: float) -> list[bytes]:
         """The datagrams to send for one QUIC datagram: itself behind a header, and any repairs now due."""
-        if not self._repair:
+        if not self.protecting:
             return [self.wrap(packet)]
         seq = self._seq
         self._seq = seq + 1
@@ -202,10 +201,9 @@ class LossRepair:
 
     def _set_loss(self) -> None:
         self.stats.peer_loss = self._missing / self._expected if self._expected else 0.0
-        repair = repair_blocks(self.config.group_size, self.stats.peer_loss, self.config)
-        self._repair = self.stats.repair_per_group = repair
+        self.stats.repair_per_group = repair_blocks(self.config.group_size, self.stats.peer_loss, self.config)
         #: Whether repair is being sent: `protect` then; otherwise `wrap` does.
-        self.protecting = repair > 0
+        self.protecting = self.stats.repair_per_group > 0
 
     # --- receiving ----------------------------------------------------------------------------------------
 

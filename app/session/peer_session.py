@@ -319,8 +319,8 @@ class PeerSession:
                     break
                 self._progress.clear()
                 await self.unless_closed(self._progress.wait())
-            if not paced:
-                quic.send_stream_data(stream_id, bytes(view), end)
+            if not paced:  # the whole rest at once (no copy unless a call paced part of it)
+                quic.send_stream_data(stream_id, data if len(view) == len(data) else bytes(view), end)
                 self._schedule_pump()
                 return
             wait = self._pacer.delay_for(self._loop.time())
@@ -398,12 +398,15 @@ class PeerSession:
         if packet is not None:
             self._quic_datagram(packet)
             return
-        deliver, send = repair.receive(data, self._loop.time())
+        self._repair_output(*repair.receive(data, self._loop.time()))
+        if repair.wake:
+            self._schedule_repair_timer()
+
+    def _repair_output(self, deliver: list[bytes], send: list[bytes]) -> None:
+        """Act on what the repair layer returned: its own datagrams out, QUIC's datagrams in."""
         self._send_raw(send)
         for packet in deliver:
             self._quic_datagram(packet)
-        if repair.wake:
-            self._schedule_repair_timer()
 
     def _quic_datagram(self, data: bytes) -> None:
         now = self._loop.time()
@@ -448,10 +451,7 @@ class PeerSession:
 
     def _on_repair_timer(self) -> None:
         self._repair_timer = None
-        deliver, send = self._repair.poll(self._loop.time())
-        self._send_raw(send)
-        for packet in deliver:
-            self._quic_datagram(packet)
+        self._repair_output(*self._repair.poll(self._loop.time()))
         self._schedule_repair_timer()
 
     def _schedule_pump(self) -> None:
