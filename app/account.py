@@ -8,11 +8,17 @@ from __future__ import annotations
 import asyncio
 import ssl
 
-from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidHandshake, InvalidURI
+from websockets.exceptions import ConnectionClosed
 
 from app.identity import DeviceIdentity
-from app.signalling.client import ClientOptions, ConnectError, Credentials, SignallingClient, SignInError
+from app.signalling.client import (
+    ClientOptions,
+    ConnectError,
+    Credentials,
+    SignallingClient,
+    SignInError,
+    connect_to_server,
+)
 from rendezvous.wire import signalling as sig
 
 
@@ -27,12 +33,8 @@ class AccountError(Exception):
         self.unreachable = unreachable
 
 
-def _unreachable(server: str, detail: object) -> AccountError:
-    return AccountError(
-        f"Cannot reach the server at {server}: {detail}. Check the address and your connection.",
-        "unreachable",
-        unreachable=True,
-    )
+def _unreachable(exc: ConnectError) -> AccountError:
+    return AccountError(str(exc), "unreachable", unreachable=True)
 
 
 async def register(
@@ -40,16 +42,17 @@ async def register(
 ) -> None:
     """Create the account ``username`` on ``server`` (it does not sign in)."""
     try:
-        async with connect(server, ssl=ssl_context, open_timeout=10, compression=None) as websocket:
+        websocket = await connect_to_server(server, ClientOptions(ssl_context=ssl_context))
+    except ConnectError as exc:
+        raise _unreachable(exc) from exc
+    async with websocket:
+        try:
             await websocket.send(sig.encode(sig.Register(id=1, username=username, password=password)))
             reply = sig.decode_server_message(await asyncio.wait_for(websocket.recv(), 30))
-    except InvalidURI as exc:
-        message = f"{server!r} is not a server address (expected ws://host:port)."
-        raise AccountError(message, "bad_url") from exc
-    except (OSError, TimeoutError, InvalidHandshake) as exc:
-        raise _unreachable(server, exc) from exc
-    except sig.MessageError as exc:
-        raise AccountError(f"The server sent something unreadable: {exc.detail}", "unreachable") from exc
+        except (TimeoutError, ConnectionClosed) as exc:
+            raise _unreachable(ConnectError(f"The server at {server} did not answer: {exc}")) from exc
+        except sig.MessageError as exc:
+            raise AccountError(f"The server sent something unreadable: {exc.detail}", "unreachable") from exc
     if isinstance(reply, sig.Error):
         raise AccountError(reply.message, reply.code)
 
@@ -68,5 +71,5 @@ async def sign_in(
     except SignInError as exc:
         raise AccountError(str(exc), exc.code) from exc
     except ConnectError as exc:
-        raise _unreachable(server, exc) from exc
+        raise _unreachable(exc) from exc
     return client

@@ -26,7 +26,7 @@ from typing import Any, TextIO
 
 import platformdirs
 
-from app.account import AccountError, register
+from app.account import AccountError, register, sign_in
 from app.cli.call_output import CallPrinter
 from app.cli.echo import echo_client, echo_server, print_path_events
 from app.cli.sessions import SavedSessions
@@ -41,12 +41,10 @@ from app.session.trust import TrustStore, safety_number
 from app.signalling import events as ev
 from app.signalling.client import (
     ClientOptions,
-    ConnectError,
     Credentials,
     NotConnected,
     ServerError,
     SignallingClient,
-    SignInError,
     server_host,
 )
 from app.stun_client import StunClientError, discover_public_address
@@ -103,7 +101,7 @@ async def cmd_register(args: argparse.Namespace, out: Output) -> None:
     try:
         await register(args.server, user, password, ssl_context=_ssl_context(args))
     except AccountError as exc:
-        if exc.code in ("unreachable", "bad_url"):
+        if exc.code == "unreachable":
             raise CliError(exc.message, EXIT_UNREACHABLE) from exc
         raise CliError(exc.message, EXIT_REFUSED, exc.code) from exc
     out.emit("registered", f"Registered {user} on {args.server}. Sign in with 'login'.", user=user)
@@ -569,22 +567,20 @@ async def _signed_in(
     password = None
     if token is None:
         password = _password(args)
-    identity = _identity(args)
-    client = SignallingClient(
-        args.server,
-        Credentials(user, password=password, token=token),
-        identity,
-        options=ClientOptions(ssl_context=_ssl_context(args)),
-    )
     try:
-        await client.start()
-    except SignInError as exc:
+        client = await sign_in(
+            args.server,
+            Credentials(user, password=password, token=token),
+            _identity(args),
+            options=ClientOptions(ssl_context=_ssl_context(args)),
+        )
+    except AccountError as exc:
+        if exc.unreachable:
+            raise CliError(exc.message, EXIT_UNREACHABLE, "unreachable") from exc
         if token is not None and exc.code == "auth_failed":
             sessions.forget(args.server, user)
-            raise CliError(f"{exc} (run 'punchline-cli login')", EXIT_REFUSED, exc.code) from exc
-        raise CliError(str(exc), EXIT_REFUSED, exc.code) from exc
-    except ConnectError as exc:
-        raise CliError(str(exc), EXIT_UNREACHABLE, "unreachable") from exc
+            raise CliError(f"{exc.message} (run 'punchline-cli login')", EXIT_REFUSED, exc.code) from exc
+        raise CliError(exc.message, EXIT_REFUSED, exc.code) from exc
     if client.token:
         sessions.save(args.server, client.username, client.token)
     try:

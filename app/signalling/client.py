@@ -252,24 +252,7 @@ class SignallingClient:
         return reply
 
     async def _connect(self) -> ClientConnection:
-        try:
-            return await connect(
-                self.url,
-                ssl=(self._options.ssl_context or ssl.create_default_context())
-                if self.url.startswith("wss:")
-                else None,
-                open_timeout=self._options.open_timeout,
-                ping_interval=self._options.ping_interval,
-                ping_timeout=self._options.ping_timeout,
-                close_timeout=self._options.close_timeout,
-                max_size=sig.MAX_MESSAGE_BYTES,
-                compression=None,
-                user_agent_header="punchline",
-            )
-        except InvalidURI as exc:
-            raise ConnectError(f"{self.url!r} is not a server address (expected ws://host:port).") from exc
-        except (OSError, TimeoutError, InvalidHandshake, ConnectionClosed) as exc:
-            raise ConnectError(f"Cannot reach the server at {self.url}: {_describe(exc)}") from exc
+        return await connect_to_server(self.url, self._options)
 
     async def _sign_in(self, websocket: ClientConnection, *, reconnected: bool) -> ev.SignedIn:
         """Sign in on a fresh connection, with the token if we have one, else (or then) the password."""
@@ -411,6 +394,26 @@ def server_host(url: str) -> str:
     if not host:
         raise ConnectError(f"{url!r} is not a server address (expected ws://host:port).")
     return host
+
+
+async def connect_to_server(url: str, options: ClientOptions) -> ClientConnection:
+    """A WebSocket to the rendezvous server at ``url``; `ConnectError` with a sentence if there is none."""
+    try:
+        return await connect(
+            url,
+            ssl=(options.ssl_context or ssl.create_default_context()) if url.startswith("wss:") else None,
+            open_timeout=options.open_timeout,
+            ping_interval=options.ping_interval,
+            ping_timeout=options.ping_timeout,
+            close_timeout=options.close_timeout,
+            max_size=sig.MAX_MESSAGE_BYTES,
+            compression=None,
+            user_agent_header="punchline",
+        )
+    except InvalidURI as exc:
+        raise ConnectError(f"{url!r} is not a server address (expected ws://host:port).") from exc
+    except (OSError, TimeoutError, InvalidHandshake, ConnectionClosed) as exc:
+        raise ConnectError(f"Cannot reach the server at {url}: {_describe(exc)}") from exc
 
 
 def _describe(exc: BaseException) -> str:
