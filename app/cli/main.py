@@ -326,7 +326,7 @@ def _microphone(args: argparse.Namespace) -> WavMicrophone:
     if not args.mic or not args.record:
         raise CliError("calls need --mic IN.wav and --record OUT.wav (no sound card is used)", EXIT_USAGE)
     try:
-        return WavMicrophone(args.mic, CodecSettings(frame_ms=args.frame_ms))
+        return WavMicrophone(args.mic, _media_config(args).codec)
     except AudioFileError as exc:
         raise CliError(str(exc), EXIT_USAGE, "bad_audio_file") from exc
 
@@ -398,7 +398,7 @@ async def cmd_call(args: argparse.Namespace, out: Output) -> None:
                 connection.close()
     finally:
         speaker.close()
-    if ended.reason not in ("hung up",):
+    if ended.reason != "hung up":
         code = EXIT_UNREACHABLE if ended.reason in ("vanished", "closed") else EXIT_REFUSED
         raise CliError(ended.text, code, ended.reason.replace(" ", "_"))
 
