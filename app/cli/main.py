@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
 import getpass
 import json
@@ -35,6 +34,7 @@ from app.identity import DeviceIdentity, IdentityError, load_or_create_identity
 from app.nat.connect import ConnectError as NatConnectError
 from app.nat.connect import Connection, ConnectOptions, Connector
 from app.nat.path_events import PathEvent
+from app.peers.hub import listed_key
 from app.session.loss_repair import RepairConfig
 from app.session.peer_session import PeerSession, SessionConfig, SessionError, SessionRefused
 from app.session.trust import TrustStore, safety_number
@@ -524,18 +524,12 @@ async def _start_session(
     args: argparse.Namespace, client: SignallingClient, connection: Connection
 ) -> PeerSession:
     """The encrypted session on a connection, checked against the key the server lists and our pin."""
-    expected = None
-    contact = client.contacts.get(connection.peer)
-    for device in contact.devices if contact else ():
-        if device.device_id == connection.peer_device:
-            with contextlib.suppress(ValueError):
-                expected = base64.b64decode(device.identity_key, validate=True)
     try:
         return await PeerSession.start(
             connection,
             _identity(args),
             TrustStore(_config_dir(args)),
-            expected_key=expected,
+            expected_key=listed_key(client.contacts, connection),
             config=SessionConfig(repair=RepairConfig.OFF) if args.no_loss_repair else None,
         )
     except SessionRefused as exc:

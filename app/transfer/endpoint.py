@@ -19,11 +19,12 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, Any
 
 from app.session.peer_session import IncomingStream, PeerSession, SessionError, StreamAborted
 from app.transfer import events as ev
-from app.transfer.inbox import Inbox, IncomingTransfer
+from app.transfer.inbox import AskUser, Inbox, IncomingTransfer
 from app.transfer.outbox import SourceFile
 from app.transfer.progress import RateMeter
 from app.transfer.protocol import (
@@ -101,6 +102,7 @@ class TransferEndpoint:
         self._outgoing: dict[str, _Outgoing] = {}
         self._receiving: dict[str, _Receiving] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._asking: dict[str, asyncio.Future[Path | str]] = {}
 
     # --- the dispatcher -------------------------------------------------------------------------------
 
@@ -346,9 +348,7 @@ class TransferEndpoint:
             await self._session.close(f"file transfer protocol error: {exc}")
         except OSError as exc:
             reason = f"the receiving side cannot store the files: {exc.strerror or exc}"
-            transfer = str(message.get("transfer"))
-            self._session_send({"type": "decline", "transfer": transfer, "reason": reason})
-            self._emit(ev.TransferDeclined(transfer, self._peer, "receive", reason))
+            self._decline(str(message.get("transfer")), reason)
 
     async def _on_offer(self, message: dict[str, Any]) -> None:
         offer = parse_offer(message)
@@ -369,14 +369,22 @@ class TransferEndpoint:
             state, resumed = None, False
         refused = tuple((name, why) for _, name, why in offer.refused)
         entries = tuple(ev.FileEntry(f.index, str(f.path), f.size) for f in offer.files)
-        self._emit(ev.OfferReceived(transfer, self._peer, entries, offer.total, refused, resumed))
+        received = ev.OfferReceived(transfer, self._peer, entries, offer.total, refused, resumed)
+        self._emit(received)
         if state is None:
-            reason = inbox.refusal(self._peer, offer)
+            folder = None
+            if inbox.ask is not None and inbox.asks(self._peer) and offer.files:
+                answer = await self._ask(inbox.ask, received)
+                if isinstance(answer, str):
+                    self._decline(transfer, answer)
+                    inbox.release(transfer, self)
+                    return
+                folder = answer
+            reason = inbox.refusal(self._peer, offer, folder=folder)
             if reason is not None:
-                self._session.send_message({"type": "decline", "transfer": transfer, "reason": reason})
-                self._emit(ev.TransferDeclined(transfer, self._peer, "receive", reason))
+                self._decline(transfer, reason)
                 return
-            state = inbox.create(self._peer, offer)
+            state = inbox.create(self._peer, offer, folder)
         points, hashes, done, skipped = [], {}, [], []
         for index, item in sorted(state.files.items()):
             if item.status == "done":
@@ -390,10 +398,10 @@ class TransferEndpoint:
         skipped += [{"index": i, "reason": f"unsafe name: {why}"} for i, _, why in offer.refused]
         resume_bytes = sum(p["offset"] for p in points) + sum(state.files[i].size for i in done)
         if resumed:
-            reason = inbox.refusal(self._peer, offer, needed=offer.total - resume_bytes) if points else None
+            needed = offer.total - resume_bytes
+            reason = inbox.refusal(self._peer, offer, needed, state.folder) if points else None
             if reason is not None:
-                self._session.send_message({"type": "decline", "transfer": transfer, "reason": reason})
-                self._emit(ev.TransferDeclined(transfer, self._peer, "receive", reason))
+                self._decline(transfer, reason)
                 return
         state.save()
         now = self._loop.time()
@@ -406,6 +414,19 @@ class TransferEndpoint:
         for index, name, why in offer.refused:
             self._emit(ev.FileFailed(transfer, self._peer, "receive", index, name, f"unsafe name: {why}"))
         self._maybe_finished(transfer)
+
+    async def _ask(self, ask: AskUser, received: ev.OfferReceived) -> Path | str:
+        """Put the offer to the user; the sender cancelling (or the session ending) withdraws the question."""
+        task = asyncio.ensure_future(ask(received))
+        self._asking[received.transfer] = task
+        try:
+            return await task
+        finally:
+            self._asking.pop(received.transfer, None)
+
+    def _decline(self, transfer: str, reason: str) -> None:
+        self._session_send({"type": "decline", "transfer": transfer, "reason": reason})
+        self._emit(ev.TransferDeclined(transfer, self._peer, "receive", reason))
 
     async def _accept_streams(self) -> None:
         while True:
@@ -593,6 +614,12 @@ class TransferEndpoint:
         )
 
     def _on_cancel(self, transfer: str, reason: str) -> None:
+        asking = self._asking.pop(transfer, None)
+        if asking is not None:
+            asking.cancel()
+            if self._inbox is not None:
+                self._inbox.release(transfer, self)
+            self._emit(ev.TransferCancelled(transfer, self._peer, "receive", "peer", reason))
         outgoing = self._outgoing.get(transfer)
         if outgoing is not None:
             outgoing.cancelled = f"{self._peer} cancelled: {reason}"

@@ -15,6 +15,9 @@ existing file is never overwritten, and each top-level name of an offer is renam
 A finished transfer keeps its ``state.json`` (no partial files) for `FINISHED_RETENTION`: a sender whose
 connection dropped just before it heard the last results offers the same transfer again, and is told it is
 done instead of sending duplicates ("photos (3)"). Old records are pruned when an `Inbox` opens.
+
+An offer saved elsewhere ("Save as…" in the app) keeps its state in that folder's own state folder, and the
+inbox notes where in ``DOWNLOADS/.punchline-incoming/elsewhere.json`` so that a re-offer resumes there.
 """
 
 from __future__ import annotations
@@ -28,12 +31,19 @@ import time
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from app.transfer.names import unique_path
 from app.transfer.protocol import Offer
 
+if TYPE_CHECKING:
+    from app.transfer.events import OfferReceived
+
+#: Asks the user about an offer: a folder to save it in, or the reason to decline (a sentence).
+AskUser = Callable[["OfferReceived"], Awaitable[Path | str]]
+
 STATE_FOLDER = ".punchline-incoming"
+ELSEWHERE = "elsewhere.json"
 #: Free space kept on top of the offer, so that accepting never fills the disk to the last byte.
 FREE_SPACE_MARGIN = 64 * 1024 * 1024
 #: Seconds a finished transfer's record is kept (a sender retries for 10 minutes by default).
@@ -152,13 +162,21 @@ class Inbox:
     """Where accepted files go, and whose offers are accepted without asking.
 
     ``accept_from`` names the contacts whose offers are accepted automatically (None: every contact).
+    Offers from anyone else are declined, or, with ``ask``, put to the user, who may choose another folder.
     """
 
-    def __init__(self, folder: Path, accept_from: Collection[str] | None = None) -> None:
+    def __init__(
+        self, folder: Path, accept_from: Collection[str] | None = None, ask: AskUser | None = None
+    ) -> None:
         self.folder = folder
         self.accept_from = frozenset(accept_from) if accept_from is not None else None
+        self.ask = ask
         self._owners: dict[str, tuple[object, Callable[[str], Awaitable[None]]]] = {}
         self.prune_finished()
+
+    def asks(self, peer: str) -> bool:
+        """Whether an offer from ``peer`` is put to the user rather than accepted at once."""
+        return self.ask is not None and self.accept_from is not None and peer not in self.accept_from
 
     def prune_finished(self, now: float | None = None) -> None:
         """Delete the records of transfers that finished more than `FINISHED_RETENTION` seconds ago."""
@@ -177,8 +195,30 @@ class Inbox:
                     shutil.rmtree(folder, ignore_errors=True)
             except (OSError, ValueError, KeyError, TypeError, AttributeError):
                 continue  # leave what we do not understand
+        elsewhere = self._elsewhere()
+        kept = {t: f for t, f in elsewhere.items() if (Path(f) / STATE_FOLDER / t / "state.json").exists()}
+        if kept != elsewhere:
+            self._store_elsewhere(kept)
         with contextlib.suppress(OSError):
             (self.folder / STATE_FOLDER).rmdir()  # only if empty
+
+    def _elsewhere(self) -> dict[str, str]:
+        """Transfers saved in another folder: transfer id → that folder."""
+        try:
+            data = json.loads((self.folder / STATE_FOLDER / ELSEWHERE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+    def _store_elsewhere(self, elsewhere: dict[str, str]) -> None:
+        path = self.folder / STATE_FOLDER / ELSEWHERE
+        if not elsewhere:
+            path.unlink(missing_ok=True)
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(elsewhere), encoding="utf-8")
+        temporary.replace(path)
 
     async def claim(self, transfer: str, owner: object, let_go: Callable[[str], Awaitable[None]]) -> None:
         """Make ``owner`` (a session's endpoint) the one receiving ``transfer``.
@@ -198,31 +238,36 @@ class Inbox:
 
     def load(self, transfer: str, peer: str) -> IncomingTransfer | None:
         """The transfer ``transfer`` from ``peer`` (unfinished, or finished recently), if it is on disk."""
-        path = self.folder / STATE_FOLDER / transfer / "state.json"
+        folder = Path(self._elsewhere().get(transfer, self.folder))
+        path = folder / STATE_FOLDER / transfer / "state.json"
         try:
             data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
             if data.get("peer") != peer:
                 return None  # another contact cannot pick up someone else's transfer
             files = {int(i): IncomingFileState(**f) for i, f in data["files"].items()}
-            return IncomingTransfer(self.folder, transfer, peer, files, dict(data["roots"]))
+            return IncomingTransfer(folder, transfer, peer, files, dict(data["roots"]))
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError):
             return None  # damaged state: start over rather than trust it
 
-    def refusal(self, peer: str, offer: Offer, needed: int | None = None) -> str | None:
-        """Why this offer cannot be accepted (a person-readable reason), or None.
+    def refusal(
+        self, peer: str, offer: Offer, needed: int | None = None, folder: Path | None = None
+    ) -> str | None:
+        """Why this offer cannot be accepted into ``folder`` (a person-readable reason), or None.
 
-        ``needed`` is the bytes still to come (less than the offer's total when resuming).
+        ``needed`` is the bytes still to come (less than the offer's total when resuming). Offers the user
+        was asked about (``folder`` given) are not checked against ``accept_from``.
         """
         needed = offer.total if needed is None else needed
-        if self.accept_from is not None and peer not in self.accept_from:
+        if folder is None and self.accept_from is not None and peer not in self.accept_from:
             return f"not accepting files from {peer}"
+        folder = folder or self.folder
         if not offer.files:
             return "none of the offered file names can be saved safely"
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            free = shutil.disk_usage(self.folder).free
+            folder.mkdir(parents=True, exist_ok=True)
+            free = shutil.disk_usage(folder).free
         except OSError as exc:
             return f"the download folder cannot be used: {exc.strerror or exc}"
         if needed + FREE_SPACE_MARGIN > free:
@@ -232,16 +277,19 @@ class Inbox:
             )
         return None
 
-    def create(self, peer: str, offer: Offer) -> IncomingTransfer:
-        """Record a newly accepted offer: choose top-level names that do not exist yet."""
+    def create(self, peer: str, offer: Offer, folder: Path | None = None) -> IncomingTransfer:
+        """Record a newly accepted offer (into ``folder``, else ours): choose names not taken yet."""
+        folder = folder or self.folder
         roots: dict[str, str] = {}
         for item in offer.files:
             top = item.path.parts[0]
             if top not in roots:
-                roots[top] = unique_path(self.folder, PurePosixPath(top)).name
+                roots[top] = unique_path(folder, PurePosixPath(top)).name
         files = {f.index: IncomingFileState(str(f.path), f.size) for f in offer.files}
-        transfer = IncomingTransfer(self.folder, offer.transfer, peer, files, roots)
+        transfer = IncomingTransfer(folder, offer.transfer, peer, files, roots)
         transfer.save()
+        if folder != self.folder:
+            self._store_elsewhere({**self._elsewhere(), offer.transfer: str(folder)})
         return transfer
 
 

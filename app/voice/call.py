@@ -3,7 +3,7 @@
 `CallLink` drives one `CallSignalling` over a `PeerSession`: the peer's ``call-*`` control messages in, the
 machine's messages out, one re-armed timer, path events (a dead path ends the call after 10 s) and the
 session's end; it starts the call's `CallMedia` when the call is answered and stops it when it ends.
-`CallDesk` is the answering side of an app: at most one call at a time, ``call-busy`` for the rest.
+`CallDesk` is an app's phone line: it places and answers calls, one at a time, ``call-busy`` for the rest.
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ class CallLink:
 
 
 class CallDesk:
-    """The answering side: rings (or answers at once with ``answer``), and says busy while in a call."""
+    """An app's calls: rings (or answers at once with ``answer``), places calls, says busy while in one."""
 
     def __init__(self, media: MediaFactory, on_event: EventHandler, *, answer: bool) -> None:
         self.current: CallLink | None = None
@@ -161,12 +161,24 @@ class CallDesk:
             return
         peer = session.peer.name if session.peer else session.connection.peer
         link = CallLink(session, CallSignalling.incoming(message, peer), self._media, self._event)
+        self._run(link)
+        if self._answer:
+            link.accept()
+
+    def place(self, session: PeerSession, peer: str) -> CallLink:
+        """Call ``peer`` on ``session`` (attached): the desk is busy for others until this call ends."""
+        if self.current is not None:
+            raise RuntimeError("already in a call")
+        machine = CallSignalling.start(peer, asyncio.get_running_loop().time())
+        link = CallLink(session, machine, self._media, self._event)
+        self._run(link)
+        return link
+
+    def _run(self, link: CallLink) -> None:
         self.current = link
         task = asyncio.create_task(link.run())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        if self._answer:
-            link.accept()
 
     def path_event(self, session: PeerSession, event: PathEvent) -> None:
         """A path event of ``session``'s connection, for the call on it (if any)."""

@@ -1,0 +1,86 @@
+"""The rendezvous server run inside the app: for a LAN (``punchline --host-server``) and for the demo.
+
+`punchline demo` shows a newcomer the whole app on one machine: a server on loopback, two accounts
+("alice" and "bob") that are already contacts, and two windows signed in as them.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.account import register, sign_in
+from app.identity import DeviceIdentity, load_or_create_identity
+from app.signalling.client import Credentials, SignallingClient
+from rendezvous.config import DEFAULT_PORT, DEFAULT_STUN_PORT, Limits, ServerConfig
+from rendezvous.server import RendezvousServer
+
+DEMO_USERS = ("alice", "bob")
+
+
+async def host_server(
+    data_dir: Path,
+    *,
+    host: str = "0.0.0.0",  # noqa: S104 - a server for the LAN listens on every interface
+    port: int = DEFAULT_PORT,
+    stun_port: int = DEFAULT_STUN_PORT,
+) -> RendezvousServer:
+    """Start the rendezvous server (signalling, STUN, TURN) with its database in ``data_dir``."""
+    return await RendezvousServer.start(
+        ServerConfig(host=host, port=port, stun_port=stun_port, data_dir=data_dir)
+    )
+
+
+@dataclass
+class DemoUser:
+    """One signed-in demo account, with its own config folder (keys, pins) and downloads folder."""
+
+    client: SignallingClient
+    identity: DeviceIdentity
+    config_dir: Path
+    downloads: Path
+
+
+@dataclass
+class Demo:
+    """The demo's server and its signed-in users."""
+
+    server: RendezvousServer
+    users: list[DemoUser]
+
+    async def close(self) -> None:
+        """Sign both users out and stop the server."""
+        for user in self.users:
+            await user.client.close()
+        await self.server.close()
+
+
+async def start_demo(folder: Path, names: tuple[str, ...] = DEMO_USERS) -> Demo:
+    """A server on loopback (fresh database in ``folder``), accounts ``names``, all contacts of each other."""
+    server = await RendezvousServer.start(
+        ServerConfig(
+            host="127.0.0.1",
+            port=0,
+            stun_port=0,
+            data_dir=folder / "server",
+            limits=Limits(registrations_per_ip_per_hour=1000),
+        )
+    )
+    users: list[DemoUser] = []
+    try:
+        for name in names:
+            password = secrets.token_urlsafe(16)  # nobody types it: the windows are signed in already
+            await register(server.url, name, password)
+            config_dir = folder / name
+            identity = load_or_create_identity(config_dir)
+            client = await sign_in(server.url, Credentials(name, password=password), identity)
+            users.append(DemoUser(client, identity, config_dir, folder / name / "Downloads"))
+        for i, user in enumerate(users):
+            for other in users[i + 1 :]:
+                await user.client.add_contact(other.client.username)
+                await other.client.accept_contact(user.client.username)
+    except BaseException:
+        await Demo(server, users).close()
+        raise
+    return Demo(server, users)

@@ -1,0 +1,1 @@
+"""The signed-in app's live links with its contacts: sessions made on demand, their transfers and calls."""

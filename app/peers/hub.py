@@ -1,0 +1,368 @@
+"""A signed-in app's sessions with its contacts: made when needed, serving files and calls.
+
+`PeerHub` is the desktop app's core and holds no Qt. It is the one reader of the signalling client's
+events: connection signals go to its `Connector`, everything else is passed on. Sending files or calling a
+contact dials them (once: later actions reuse the session); a contact who dials us is answered. Each
+session gets a `TransferEndpoint` (offers are put to the user through the inbox's ``ask``) and the one
+`CallDesk`. Everything the app shows arrives through ``on_event``: signalling events, transfer events,
+`app.peers.events` (link state, queued/retrying sends, call updates).
+
+A send survives the contact being offline or the path dropping: it retries with growing pauses for
+`give_up_after` seconds and resumes from the receiver's verified offsets (`app.transfer.outbox`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from app.identity import DeviceIdentity
+from app.nat.connect import ConnectError, Connection, ConnectOptions, Connector
+from app.nat.path_events import PathChanged, PathEvent, PathLost, PathRecovered, PathSelected, PathStats
+from app.peers import events as pe
+from app.session.peer_session import PeerSession, SessionConfig, SessionError
+from app.session.trust import TrustStore, safety_number
+from app.signalling import events as sev
+from app.signalling.client import NotConnected, ServerError, SignallingClient
+from app.transfer import events as tev
+from app.transfer.endpoint import TransferEndpoint, TransferRefused
+from app.transfer.inbox import Inbox
+from app.transfer.outbox import OutgoingTransfers, SourceFile, collect_files
+from app.voice.call import CallDesk, CallLink, MediaFactory
+from app.voice.call_signalling import CallEvent
+from rendezvous.wire.signalling import Contact
+
+log = logging.getLogger("punchline.peers")
+
+Event = sev.SignallingEvent | tev.TransferEvent | pe.HubEvent
+
+
+def listed_key(contacts: dict[str, Contact], connection: Connection) -> bytes | None:
+    """The identity key the rendezvous lists for the device on the other end of ``connection``, if any."""
+    contact = contacts.get(connection.peer)
+    for device in contact.devices if contact else ():
+        if device.device_id == connection.peer_device:
+            with contextlib.suppress(ValueError):
+                return base64.b64decode(device.identity_key, validate=True)
+    return None
+
+
+@dataclass
+class _Line:
+    """One live session with a contact and what serves it."""
+
+    connection: Connection
+    session: PeerSession
+    endpoint: TransferEndpoint
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+@dataclass
+class _Send:
+    """Files the user sent to a contact: kept until they all arrived, so that a retry resumes them."""
+
+    peer: str
+    files: list[SourceFile]
+    task: asyncio.Task[None] | None = None
+
+
+class PeerHub:
+    """See the module docstring. `start` it after sign-in, `close` it before signing out."""
+
+    #: How long a send keeps retrying without a working session (the CLI's default too).
+    give_up_after = 600.0
+
+    def __init__(
+        self,
+        client: SignallingClient,
+        identity: DeviceIdentity,
+        config_dir: Path,
+        *,
+        inbox: Inbox,
+        media: MediaFactory,
+        on_event: Callable[[Event], None],
+        options: ConnectOptions | None = None,
+        session_config: SessionConfig | None = None,
+    ) -> None:
+        self.client = client
+        self.identity = identity
+        self.inbox = inbox
+        self._trust = TrustStore(config_dir)
+        self._outbox = OutgoingTransfers(config_dir / "transfers")
+        self._emit = on_event
+        self._session_config = session_config
+        self._connector = Connector(client.send_signal, client.get_ice_servers, options)
+        self.desk = CallDesk(media, self._call_event, answer=False)
+        self._lines: dict[str, _Line] = {}
+        self._dialling: dict[str, asyncio.Future[_Line]] = {}
+        self._states: dict[str, pe.PeerState] = {}
+        self._sends: dict[str, _Send] = {}
+        self._transfer_peers: dict[str, str] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    # --- lifecycle -------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Begin reading signalling events and answering contacts who dial us."""
+        self._spawn(self._read_signalling())
+        self._spawn(self._answer_incoming())
+
+    async def close(self) -> None:
+        """Hang up, stop sending (unfinished transfers stay resumable) and close every session."""
+        self._closed = True
+        call = self.desk.current
+        if call is not None:
+            call.hangup()
+            await asyncio.sleep(0)  # let the hang-up go out before the session closes
+        for send in self._sends.values():
+            if send.task is not None:
+                send.task.cancel()
+        lines = list(self._lines.values())
+        await asyncio.gather(*(line.session.close("signed out") for line in lines), return_exceptions=True)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._connector.close()
+
+    def state(self, peer: str) -> pe.PeerState:
+        """How we are connected to ``peer`` now."""
+        return self._states.get(peer) or pe.PeerState(peer)
+
+    # --- files -----------------------------------------------------------------------------------------
+
+    def send_files(self, peer: str, paths: list[Path]) -> str:
+        """Send files and folders to ``peer``; returns the transfer id (progress comes as events).
+
+        Raises `app.transfer.outbox.NothingToSend` (with a sentence) when the paths hold nothing to send.
+        """
+        files = collect_files(paths)
+        transfer, resumed = self._outbox.transfer_id(peer, files)
+        entries = tuple(tev.FileEntry(i, f.name, f.size) for i, f in enumerate(files))
+        self._transfer_peers[transfer] = peer
+        send = self._sends.get(transfer)
+        if send is not None and send.task is not None and not send.task.done():
+            return transfer  # already on its way
+        send = self._sends[transfer] = _Send(peer, files)
+        self._emit(pe.SendQueued(transfer, peer, entries, sum(f.size for f in files), resumed))
+        send.task = self._spawn(self._send(transfer, send))
+        return transfer
+
+    def resume(self, transfer: str) -> bool:
+        """Start an interrupted or given-up send again (it resumes where it stopped); False if unknown."""
+        send = self._sends.get(transfer)
+        if send is None or (send.task is not None and not send.task.done()):
+            return False
+        send.task = self._spawn(self._send(transfer, send))
+        return True
+
+    async def cancel(self, transfer: str) -> None:
+        """Cancel a transfer either way; the receiver deletes its partial files."""
+        send = self._sends.pop(transfer, None)
+        peer = self._transfer_peers.get(transfer)
+        line = self._lines.get(peer) if peer else None
+        if line is not None:
+            await line.endpoint.cancel(transfer)
+        if send is not None:
+            self._outbox.finished(send.peer, send.files)
+            if send.task is not None and not send.task.done():
+                send.task.cancel()
+                if line is None:  # never reached the peer: say so here
+                    self._emit(tev.TransferCancelled(transfer, send.peer, "send", "us", "cancelled"))
+
+    async def _send(self, transfer: str, send: _Send) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.give_up_after
+        delay = 1.0
+        while True:
+            try:
+                line = await self.session_with(send.peer)
+                finished = await line.endpoint.send(transfer, send.files)
+            except TransferRefused:
+                break  # declined or cancelled: the endpoint said so
+            except (ConnectError, SessionError, NotConnected, ServerError) as exc:
+                if isinstance(exc, ServerError) and exc.code != "offline":
+                    self._emit(pe.SendGaveUp(transfer, send.peer, str(exc)))
+                    return
+                reason = f"{send.peer} is offline" if isinstance(exc, ServerError) else str(exc)
+                if loop.time() + delay > deadline:
+                    self._emit(pe.SendGaveUp(transfer, send.peer, reason))
+                    return
+                self._emit(pe.SendRetrying(transfer, send.peer, reason, delay))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            if finished.failed:
+                return  # kept: "resume" sends the failed files again
+            break
+        self._outbox.finished(send.peer, send.files)
+        self._sends.pop(transfer, None)
+
+    def _transfer_event(self, event: tev.TransferEvent) -> None:
+        self._transfer_peers[event.transfer] = event.peer
+        self._emit(event)
+
+    # --- calls -----------------------------------------------------------------------------------------
+
+    async def call(self, peer: str) -> CallLink:
+        """Call ``peer`` (dialling them first if needed); the call's progress comes as `CallUpdate` events."""
+        if self.desk.current is not None:
+            raise RuntimeError("Hang up the current call first.")
+        line = await self.session_with(peer)
+        return self.desk.place(line.session, peer)
+
+    def _call_event(self, link: CallLink, event: CallEvent) -> None:
+        self._emit(pe.CallUpdate(link.machine.peer, link, event))
+
+    # --- sessions --------------------------------------------------------------------------------------
+
+    async def session_with(self, peer: str) -> _Line:
+        """The live session with ``peer``, dialling them if there is none (one dial at a time per peer)."""
+        line = self._lines.get(peer)
+        if line is not None and not line.session.is_closed:
+            return line
+        pending = self._dialling.get(peer)
+        if pending is None:
+            pending = asyncio.ensure_future(self._dial(peer))
+            self._dialling[peer] = pending
+            pending.add_done_callback(lambda _f: self._dialling.pop(peer, None))
+        return await asyncio.shield(pending)
+
+    async def _dial(self, peer: str) -> _Line:
+        self._update(peer, state="connecting", problem=None)
+        try:
+            connection = await self._connector.dial(peer)
+            return await self._adopt(connection)
+        except (ConnectError, SessionError, NotConnected, ServerError) as exc:
+            problem = (
+                f"{peer} is offline" if isinstance(exc, ServerError) and exc.code == "offline" else str(exc)
+            )
+            self._update(peer, state="failed", problem=problem)
+            raise
+
+    async def _answer_incoming(self) -> None:
+        while True:
+            try:
+                connection = await self._connector.accept()
+            except ConnectError as exc:
+                log.info("an incoming connection failed: %s", exc)
+                continue
+            self._spawn(self._adopt_incoming(connection))
+
+    async def _adopt_incoming(self, connection: Connection) -> None:
+        self._update(connection.peer, state="connecting", problem=None)
+        try:
+            await self._adopt(connection)
+        except SessionError as exc:
+            self._update(connection.peer, state="failed", problem=str(exc))
+
+    async def _adopt(self, connection: Connection) -> _Line:
+        """Start the session on a connection that found a path, and serve it."""
+        path_events = self._spawn(self._follow_path(connection))
+        try:
+            session = await PeerSession.start(
+                connection,
+                self.identity,
+                self._trust,
+                expected_key=listed_key(self.client.contacts, connection),
+                config=self._session_config,
+            )
+        except BaseException:
+            path_events.cancel()
+            connection.close()
+            raise
+        endpoint = TransferEndpoint(session, inbox=self.inbox, on_event=self._transfer_event)
+        self.desk.attach(session)
+        line = _Line(connection, session, endpoint, [path_events])
+        self._lines[connection.peer] = line
+        line.tasks.append(self._spawn(self._serve(line)))
+        assert session.peer is not None
+        how = (
+            "first contact: compare the safety number"
+            if session.peer.trust == "first-contact"
+            else "key pinned"
+        )
+        self._update(
+            connection.peer,
+            state="connected",
+            path=connection.link.selected_path,
+            encryption=f"End-to-end encrypted (QUIC, TLS 1.3; {how})",
+            safety_number=safety_number(self.identity.public_key_bytes, session.peer.key),
+            problem=None,
+        )
+        return line
+
+    async def _serve(self, line: _Line) -> None:
+        peer = line.connection.peer
+        try:
+            reason = await line.endpoint.run()
+        finally:
+            await line.session.close()
+            for task in line.tasks:
+                if task is not asyncio.current_task():
+                    task.cancel()
+            line.connection.close()
+        if self._lines.get(peer) is line:
+            del self._lines[peer]
+            if not self._closed:
+                self._update(peer, state="idle", path=None, rtt_ms=None, loss=None, problem=_ended(reason))
+
+    async def _follow_path(self, connection: Connection) -> None:
+        peer = connection.peer
+        while True:
+            event = await connection.link.next_event()
+            line = self._lines.get(peer)
+            if line is not None and line.connection is connection:
+                self.desk.path_event(line.session, event)
+            elif line is not None:
+                continue  # an older connection to the same contact
+            self._path_event(peer, event)
+
+    def _path_event(self, peer: str, event: PathEvent) -> None:
+        if isinstance(event, PathSelected | PathChanged | PathRecovered):
+            self._update(peer, path=event.path, problem=None)
+        elif isinstance(event, PathStats):
+            self._update(peer, path=event.path, rtt_ms=round(event.rtt_ms, 1), loss=event.loss)
+        elif isinstance(event, PathLost):
+            self._update(peer, problem=f"The connection to {peer} is lost: {event.reason}")
+
+    def _update(self, peer: str, **changes: object) -> None:
+        state = replace(self.state(peer), **changes)  # type: ignore[arg-type]
+        if state != self._states.get(peer):
+            self._states[peer] = state
+            self._emit(pe.PeerUpdated(state))
+
+    # --- signalling ------------------------------------------------------------------------------------
+
+    async def _read_signalling(self) -> None:
+        while True:
+            event = await self.client.next_event()
+            if isinstance(event, sev.SignalReceived) and self._connector.handle_signal(event):
+                continue
+            self._emit(event)
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task: asyncio.Task[Any] = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("peer hub task failed", exc_info=task.exception())
+
+
+def _ended(reason: str) -> str | None:
+    """A session's end reason as the status panel says it (a normal close says nothing)."""
+    return (
+        None
+        if reason in ("closed", "done", "stopped", "signed out", "call ended")
+        else f"Session ended: {reason}"
+    )
