@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.account import register, sign_in
@@ -40,6 +40,7 @@ class DemoUser:
     identity: DeviceIdentity
     config_dir: Path
     downloads: Path
+    password: str = field(repr=False, default="")
 
 
 @dataclass
@@ -75,7 +76,7 @@ async def start_demo(folder: Path, names: tuple[str, ...] = DEMO_USERS) -> Demo:
             config_dir = folder / name
             identity = load_or_create_identity(config_dir)
             client = await sign_in(server.url, Credentials(name, password=password), identity)
-            users.append(DemoUser(client, identity, config_dir, folder / name / "Downloads"))
+            users.append(DemoUser(client, identity, config_dir, folder / name / "Downloads", password))
         for i, user in enumerate(users):
             for other in users[i + 1 :]:
                 await user.client.add_contact(other.client.username)

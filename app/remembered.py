@@ -43,6 +43,16 @@ class RememberedSignIn:
             return {}
         return data if isinstance(data, dict) else {}
 
+    def option(self, name: str, default: Any = None) -> Any:
+        """A saved preference (close to tray, download folder…), or ``default``."""
+        return self.settings().get("options", {}).get(name, default)
+
+    def set_option(self, name: str, value: Any) -> None:
+        """Save a preference."""
+        options = dict(self.settings().get("options", {}))
+        options[name] = value
+        self._update_settings(options=options)
+
     def last(self) -> tuple[str | None, str | None]:
         """The server and name of the last sign-in."""
         data = self.settings()
@@ -53,7 +63,7 @@ class RememberedSignIn:
 
     def remember(self, server: str, user: str, token: str) -> None:
         """Keep the token for next time."""
-        self._save_settings(server, user)
+        self._update_settings(server=server, user=user)
         try:
             keyring.set_password(KEYRING_SERVICE, _key(server, user), token)
             self.stored_in = "keyring"
@@ -75,9 +85,9 @@ class RememberedSignIn:
             keyring.delete_password(KEYRING_SERVICE, _key(server, user))
         self._fallback.forget(server, user)
 
-    def _save_settings(self, server: str, user: str) -> None:
+    def _update_settings(self, **values: Any) -> None:
         data = self.settings()
-        data.update(server=server, user=user)
+        data.update(values)
         self._directory.mkdir(parents=True, exist_ok=True)
         write_private_file(self._settings_path, json.dumps(data, indent=2).encode())
 

@@ -30,6 +30,26 @@ pytest_plugins = ["tests.natlab.fixtures"]
 PASSWORD = "correct horse battery"  # strong enough for the server's rules
 
 
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:
+    """The desktop app's tests run in the app's own loop (qasync: Qt's timers and events work as in the
+    app); the others in asyncio's default loop."""
+    module = getattr(item, "module", None)
+    if module is not None and module.__name__.startswith(("tests.test_gui", "tests.test_qt_loop")):
+        return {"qt": _qt_loop}
+    return {"asyncio": asyncio.new_event_loop}
+
+
+def _qt_loop() -> asyncio.AbstractEventLoop:
+    import qasync
+    from PySide6.QtWidgets import QApplication
+
+    app = QApplication.instance() or QApplication([])
+    assert isinstance(app, QApplication)
+    app.setQuitOnLastWindowClosed(False)  # as in the app: closing a test's windows must not stop the loop
+    loop: asyncio.AbstractEventLoop = qasync.QEventLoop(app)
+    return loop
+
+
 def server_config(data_dir: Path, **limits: Any) -> ServerConfig:
     """A config for tests: loopback, ephemeral ports, registrations not throttled."""
     limits.setdefault("registrations_per_ip_per_hour", 10_000)

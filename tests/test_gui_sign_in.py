@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -70,32 +69,3 @@ async def test_wrong_password_name_taken_and_server_down_are_said_plainly(
     dialog.password.clear()
     dialog.sign_in_button.click()
     assert dialog.message.text() == "Enter your name and password."
-
-
-async def test_the_contacts_window_shows_who_comes_online(qtbot: QtBot, server: RendezvousServer) -> None:
-    from app.gui.contacts_window import ContactsWindow
-
-    for name in ("alice", "bob"):
-        await register(server.url, name, PASSWORD)
-    alice = await sign_in(server.url, Credentials("alice", password=PASSWORD), DeviceIdentity.generate())
-    bob = await sign_in(server.url, Credentials("bob", password=PASSWORD), DeviceIdentity.generate())
-    await alice.add_contact("bob")
-    await bob.accept_contact("alice")
-    await bob.close()
-    window = ContactsWindow(alice)
-    qtbot.addWidget(window)
-    await wait_for(lambda: window.rows() == ["○  bob — offline"])
-    bob = await sign_in(server.url, Credentials("bob", password=PASSWORD), DeviceIdentity.generate())
-    await wait_for(lambda: window.rows() == ["●  bob — online"])
-    window.search.setText("zed")
-    assert window.rows() == []
-    await bob.close()
-    await window.sign_out()
-
-
-async def wait_for(condition: Callable[[], bool]) -> None:
-    for _ in range(100):
-        if condition():
-            return
-        await asyncio.sleep(0.05)
-    pytest.fail("the window did not show it")

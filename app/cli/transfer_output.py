@@ -12,28 +12,10 @@ from typing import Any, TextIO
 
 from app.nat.path_events import PathInfo
 from app.transfer import events as ev
+from app.transfer.progress import human_duration, human_size
 
 Emit = Callable[..., None]  # Output.emit(event, text, **fields)
 BAR_WIDTH = 30
-
-
-def human_size(count: float) -> str:
-    """1234567 → '1.2 MB' (decimal units, as file managers show them)."""
-    for unit in ("B", "kB", "MB", "GB"):
-        if abs(count) < 1000:
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1000
-    return f"{count:.1f} TB"
-
-
-def human_duration(seconds: float | None) -> str:
-    """Seconds as m:ss or h:mm:ss; '?' while unknown."""
-    if seconds is None:
-        return "?"
-    whole = int(seconds + 0.5)
-    hours, rest = divmod(whole, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 class TransferPrinter:

@@ -1,85 +1,209 @@
 """The desktop app's composition root: one event loop for Qt and asyncio (qasync), sign in, main window.
 
+``punchline`` signs in (with the remembered token when there is one) and opens the main window;
+``punchline --host-server`` first starts a rendezvous server inside the app for the LAN; ``punchline demo``
+starts one on loopback with two users who are already contacts, and opens a window for each.
+
 Thread rule: everything runs on the one thread of this loop; only PortAudio's callbacks run elsewhere,
 and they hand frames over through thread-safe queues (`app.voice.sound_devices`).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
+import shutil
 import sys
+from collections.abc import Awaitable
+from pathlib import Path
+from typing import TypeVar
 
+import platformdirs
 import qasync
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QMessageBox
 
 from app.account import AccountError, register, sign_in
-from app.gui.contacts_window import ContactsWindow
+from app.embedded_server import host_server, start_demo
+from app.gui.icons import icon
+from app.gui.main_window import MainWindow, open_main_window
 from app.gui.sign_in_dialog import SignInDialog
 from app.identity import load_or_create_identity
+from app.nat.connect import ConnectOptions
+from app.nat.peer_link import route_address
 from app.remembered import RememberedSignIn
 from app.signalling.client import Credentials, SignallingClient
+from app.voice.audio_backend import AudioBackend, DeviceAudio, FileAudio
 from rendezvous.config import DEFAULT_PORT
 
 DEFAULT_SERVER = f"ws://localhost:{DEFAULT_PORT}"
+T = TypeVar("T")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """``punchline [demo] [options]``."""
+    parser = argparse.ArgumentParser(prog="punchline", description="Call friends and send them files.")
+    parser.add_argument("command", nargs="?", choices=["demo"], help="demo: two users on this computer")
+    parser.add_argument(
+        "--server", help=f"rendezvous server URL (default: the last one, or {DEFAULT_SERVER})"
+    )
+    parser.add_argument(
+        "--host-server", action="store_true", help="run a rendezvous server inside the app for your LAN"
+    )
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port of the hosted server")
+    parser.add_argument("--config-dir", type=Path, help="where keys, settings and history are kept")
+    parser.add_argument("--downloads", type=Path, help="where received files go (default: your Downloads)")
+    parser.add_argument(
+        "--audio-file",
+        type=Path,
+        metavar="MIC.wav",
+        help="no sound card: send this 48 kHz mono WAV as the microphone, record what you hear",
+    )
+    return parser.parse_args(argv)
+
+
+def audio_backend(args: argparse.Namespace, config_dir: Path) -> AudioBackend:
+    """The sound card, or WAV files with ``--audio-file``."""
+    if args.audio_file:
+        return FileAudio(args.audio_file, config_dir / "call-recordings")
+    return DeviceAudio()
 
 
 def run(argv: list[str]) -> int:
-    """Show the sign-in window, then the main window; return when the last window closes."""
-    import platformdirs  # noqa: PLC0415 - only the app needs the user's config folder
-
+    """Start the app; return when the user quits."""
+    args = parse_args(argv[1:])
     app = QApplication(argv)
     app.setApplicationName("Punchline")
+    app.setDesktopFileName("punchline")
+    app.setWindowIcon(icon("punchline"))
+    app.setQuitOnLastWindowClosed(False)  # the tray may keep it running; quitting is explicit
     loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)
-    config = platformdirs.user_config_path("punchline", appauthor=False)
+    with loop:
+        main = run_demo(args) if args.command == "demo" else run_signed_in(args)
+        status: int = loop.run_until_complete(main)
+    return status
+
+
+async def run_signed_in(args: argparse.Namespace) -> int:
+    """Sign in (remembered token, else the window), then the main window until Quit."""
+    config = args.config_dir or platformdirs.user_config_path("punchline", appauthor=False)
+    downloads = args.downloads or platformdirs.user_downloads_path()
     identity = load_or_create_identity(config)
     remembered = RememberedSignIn(config)
     last_server, last_user = remembered.last()
-    windows: list[ContactsWindow] = []
+    server = None
+    if args.host_server:
+        data = platformdirs.user_data_path("punchline", appauthor=False) / "rendezvous"
+        try:
+            server = await host_server(data, port=args.port)
+        except OSError as exc:
+            QMessageBox.critical(None, "Punchline", f"Cannot host the server: {exc}")
+            return 1
+        args.server = f"ws://localhost:{server.port}"
+    default_server = args.server or last_server or DEFAULT_SERVER
+    quit_requested = asyncio.Event()
+    signed_in: asyncio.Queue[SignallingClient] = asyncio.Queue()
 
-    async def signing_in(server: str, name: str, password: str) -> SignallingClient:
-        return await sign_in(server, Credentials(name, password=password), identity)
+    async def signing_in(server_url: str, name: str, password: str) -> SignallingClient:
+        return await sign_in(server_url, Credentials(name, password=password), identity)
 
-    dialog = SignInDialog(
-        signing_in, register, server=last_server or DEFAULT_SERVER, username=last_user or ""
-    )
+    dialog = SignInDialog(signing_in, register, server=default_server, username=last_user or "")
+    dialog.signed_in.connect(signed_in.put_nowait)
+    dialog.rejected.connect(quit_requested.set)
 
-    def signed_in(client: SignallingClient) -> None:
-        server = dialog.server.text().strip() or last_server or DEFAULT_SERVER
-        if dialog.remember.isChecked() and client.token:
-            remembered.remember(server, client.username, client.token)
-        else:
-            remembered.forget(server, client.username)
-        window = ContactsWindow(client)
-        windows.append(window)
-        window.show()
-        dialog.accept()
-
-    dialog.signed_in.connect(signed_in)
-
-    async def start() -> None:
-        # Remembered: sign in with the saved token; the window only shows if that fails.
-        token = remembered.token(last_server, last_user) if last_server and last_user else None
-        if token and last_server and last_user:
-            try:
-                client = await sign_in(last_server, Credentials(last_user, token=token), identity)
-            except AccountError as exc:
-                if exc.code == "auth_failed":
-                    remembered.forget(last_server, last_user)
-                dialog.message.setText(exc.message)
-            else:
-                signed_in(client)
-                return
+    token = remembered.token(default_server, last_user) if last_user else None
+    if token and last_user and not args.server:
+        try:
+            signed_in.put_nowait(await sign_in(default_server, Credentials(last_user, token=token), identity))
+        except AccountError as exc:
+            if exc.code == "auth_failed":
+                remembered.forget(default_server, last_user)
+            dialog.message.setText(exc.message)
+    if signed_in.empty():
         dialog.show()
+    window: MainWindow | None = None
+    try:
+        while True:
+            client = await _first(signed_in.get(), quit_requested.wait())
+            if client is None:
+                return 0
+            server_url = dialog.server.text().strip() or default_server
+            if dialog.remember.isChecked() and client.token:
+                remembered.remember(server_url, client.username, client.token)
+            dialog.hide()
+            audio = audio_backend(args, config)
+            window = open_main_window(client, identity, config, downloads=downloads, audio=audio)
+            window.tray_option.setChecked(bool(remembered.option("close_to_tray", False)))
+            window.tray_option.toggled.connect(lambda on: remembered.set_option("close_to_tray", on))
+            window.quit_requested.connect(quit_requested.set)
+            ended: asyncio.Queue[str] = asyncio.Queue()
+            window.session_ended.connect(ended.put_nowait)
+            if server is not None:
+                lan = route_address(("192.0.2.1", 9)) or "this computer's address"
+                window.say(f"Hosting a server: others on your network sign in at ws://{lan}:{server.port}")
+            window.show()
+            reason = await _first(ended.get(), quit_requested.wait())
+            await window.sign_out()
+            window.close()
+            window = None
+            if reason is None:
+                return 0
+            remembered.forget(server_url, client.username)
+            dialog.message.setText(f"You were signed out: {reason}")
+            dialog.show()
+    finally:
+        if window is not None:
+            await window.sign_out()
+        if server is not None:
+            await server.close()
 
-    closed = asyncio.Event()
-    app.lastWindowClosed.connect(closed.set)
-    with loop:
-        loop.run_until_complete(start())
-        loop.run_until_complete(closed.wait())
+
+async def run_demo(args: argparse.Namespace) -> int:
+    """An embedded server, two users who are contacts, a window for each, side by side."""
+    folder = platformdirs.user_data_path("punchline", appauthor=False) / "demo"
+    shutil.rmtree(folder, ignore_errors=True)  # a fresh demo each time (its own throwaway accounts)
+    demo = await start_demo(folder)
+    quit_requested = asyncio.Event()
+    windows: list[MainWindow] = []
+    try:
+        for index, user in enumerate(demo.users):
+            window = open_main_window(
+                user.client,
+                user.identity,
+                user.config_dir,
+                downloads=user.downloads,
+                audio=audio_backend(args, user.config_dir),
+                options=ConnectOptions(allow_loopback=True),
+            )
+            window.setWindowTitle(f"Punchline demo — {user.client.username}")
+            window.move(40 + index * 620, 60)
+            window.resize(600, 560)
+            window.quit_requested.connect(quit_requested.set)
+            other = demo.users[1 - index].client.username
+            window.select(other)
+            window.say(f"Demo: {other} is in the other window. Drop a file on {other}, or press Call.")
+            window.show()
+            windows.append(window)
+        await quit_requested.wait()
+        return 0
+    finally:
         for window in windows:
-            loop.run_until_complete(window.sign_out())
-    return 0
+            await window.sign_out()
+            window.close()
+        await demo.close()
+
+
+async def _first(wanted: Awaitable[T], stop: Awaitable[object]) -> T | None:
+    """Wait for ``wanted`` unless ``stop`` finishes first (then None)."""
+    a = asyncio.ensure_future(wanted)
+    b = asyncio.ensure_future(stop)
+    done, pending = await asyncio.wait({a, b}, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    return a.result() if a in done else None
 
 
 if __name__ == "__main__":

@@ -48,6 +48,8 @@ class SendQueued:
     files: tuple[FileEntry, ...]
     total: int
     resumed: bool
+    #: The paths the user chose (files and folders), for "Resume" after a restart.
+    sources: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

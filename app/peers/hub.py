@@ -150,7 +150,8 @@ class PeerHub:
         if send is not None and send.task is not None and not send.task.done():
             return transfer  # already on its way
         send = self._sends[transfer] = _Send(peer, files)
-        self._emit(pe.SendQueued(transfer, peer, entries, sum(f.size for f in files), resumed))
+        total = sum(f.size for f in files)
+        self._emit(pe.SendQueued(transfer, peer, entries, total, resumed, tuple(str(p) for p in paths)))
         send.task = self._spawn(self._send(transfer, send))
         return transfer
 

@@ -187,7 +187,7 @@ class PeerSession:
         self._pump_scheduled = False
         self._repair = LossRepair(config.repair)
         self._pacer = BulkPacer()
-        self._repair_timer: asyncio.TimerHandle | None = None
+        self._repair_timer: tuple[float, asyncio.TimerHandle] | None = None
         self.peer: PeerIdentity | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------------
@@ -440,14 +440,15 @@ class PeerSession:
     def _schedule_repair_timer(self) -> None:
         self._repair.wake = False
         deadline = self._repair.next_deadline()
-        timer = self._repair_timer
-        if timer is not None:
-            if deadline is not None and timer.when() <= deadline:
+        booked = self._repair_timer
+        if booked is not None:
+            if deadline is not None and booked[0] <= deadline:
                 return  # an earlier wake-up is booked; it reschedules
-            timer.cancel()
+            booked[1].cancel()
             self._repair_timer = None
         if deadline is not None and not self._closed.done():
-            self._repair_timer = self._loop.call_at(deadline, self._on_repair_timer)
+            # The deadline is kept beside the handle: Qt's loop (qasync) returns handles without when().
+            self._repair_timer = (deadline, self._loop.call_at(deadline, self._on_repair_timer))
 
     def _on_repair_timer(self) -> None:
         self._repair_timer = None
@@ -643,9 +644,10 @@ class PeerSession:
             stream._abort(StreamAborted(f"the session ended: {reason}"))
         self._streams.clear()
         self._progress.set()
-        for timer in (self._timer, self._repair_timer):
-            if timer is not None:
-                timer.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._repair_timer is not None:
+            self._repair_timer[1].cancel()
         self._timer = self._repair_timer = None
 
     def _close_quietly(self) -> None:

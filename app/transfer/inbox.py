@@ -34,6 +34,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Literal
 
 from app.transfer.names import unique_path
+from app.transfer.progress import human_size
 from app.transfer.protocol import Offer
 
 if TYPE_CHECKING:
@@ -272,8 +273,8 @@ class Inbox:
             return f"the download folder cannot be used: {exc.strerror or exc}"
         if needed + FREE_SPACE_MARGIN > free:
             return (
-                f"not enough free disk space: the files need {_size(needed)}, "
-                f"the receiving disk has {_size(free)} free"
+                f"not enough free disk space: the files need {human_size(needed)}, "
+                f"the receiving disk has {human_size(free)} free"
             )
         return None
 
@@ -291,12 +292,3 @@ class Inbox:
         if folder != self.folder:
             self._store_elsewhere({**self._elsewhere(), offer.transfer: str(folder)})
         return transfer
-
-
-def _size(count: int) -> str:
-    value = float(count)
-    for unit in ("bytes", "KB", "MB", "GB"):
-        if value < 1000:
-            return f"{value:.0f} {unit}" if unit == "bytes" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{value:.1f} TB"

@@ -39,3 +39,22 @@ class RateMeter:
             return False
         self._last_report = now
         return True
+
+
+def human_size(count: float) -> str:
+    """1234567 → '1.2 MB' (decimal units, as file managers show them)."""
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(count) < 1000:
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1000
+    return f"{count:.1f} TB"
+
+
+def human_duration(seconds: float | None) -> str:
+    """Seconds as m:ss or h:mm:ss; '?' while unknown."""
+    if seconds is None:
+        return "?"
+    whole = int(seconds + 0.5)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"

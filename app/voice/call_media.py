@@ -126,6 +126,7 @@ class CallMedia:
         self._arrived = asyncio.Event()
         self._phased = False
         self._seconds_played = 0.0
+        self._capture_task: asyncio.Task[None] | None = None
 
     # --- control -----------------------------------------------------------------------------------------
 
@@ -133,14 +134,12 @@ class CallMedia:
         """Carry audio both ways until `stop` or the session ends."""
         self.session.set_datagram_receiver(AUDIO_KIND, self._audio_received)
         self.session.set_datagram_receiver(REPORT_KIND, self._report_received)
-        tasks = [
-            asyncio.create_task(self._capture()),
-            asyncio.create_task(self._playout()),
-            asyncio.create_task(self._reports()),
-        ]
+        self._capture_task = asyncio.create_task(self._capture())
+        tasks = [asyncio.create_task(self._playout()), asyncio.create_task(self._reports())]
         try:
             await self.session.unless_closed(self._stopped.wait())
         finally:
+            tasks.append(self._capture_task)
             for task in tasks:
                 task.cancel()
             for task in tasks:
@@ -154,6 +153,18 @@ class CallMedia:
     def stop(self) -> None:
         """End the audio (the call's signalling says why)."""
         self._stopped.set()
+
+    def use_devices(self, microphone: Microphone | None = None, speaker: Speaker | None = None) -> None:
+        """Go on with another microphone and/or speaker (the in-call device pickers); the old ones close."""
+        if speaker is not None:
+            old_speaker, self.speaker = self.speaker, speaker
+            old_speaker.close()
+        if microphone is not None:
+            old_microphone, self.microphone = self.microphone, microphone
+            if self._capture_task is not None and not self._capture_task.done():
+                self._capture_task.cancel()  # it may wait on the old device, which sends no more
+                self._capture_task = asyncio.create_task(self._capture())
+            old_microphone.close()
 
     def stats(self) -> CallStats:
         """The call's numbers now."""
