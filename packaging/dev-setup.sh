@@ -29,6 +29,15 @@ if [ "$with_tests" -eq 1 ]; then
     command -v ip >/dev/null || apt_packages+=(iproute2)
     command -v nft >/dev/null || apt_packages+=(nftables)
     command -v conntrack >/dev/null || apt_packages+=(conntrack)
+    # Screenshots (tests/screenshots.py): a virtual X display and what Qt's xcb platform loads there.
+    command -v Xvfb >/dev/null || apt_packages+=(xvfb)
+    for pair in libxcb-icccm.so.4:libxcb-icccm4 libxcb-keysyms.so.1:libxcb-keysyms1 \
+        libxcb-shape.so.0:libxcb-shape0 libxcb-xkb.so.1:libxcb-xkb1 libxkbcommon-x11.so.0:libxkbcommon-x11-0 \
+        libxcb-image.so.0:libxcb-image0 libxcb-render-util.so.0:libxcb-render-util0 \
+        libxcb-xinerama.so.0:libxcb-xinerama0 libxcb-cursor.so.0:libxcb-cursor0; do
+        /sbin/ldconfig -p 2>/dev/null | grep -q "${pair%%:*}" || apt_packages+=("${pair##*:}")
+    done
+    [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || apt_packages+=(fonts-dejavu-core)
 fi
 if [ "${#apt_packages[@]}" -gt 0 ]; then
     echo "dev-setup: installing system packages: ${apt_packages[*]}"

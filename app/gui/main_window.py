@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from PySide6.QtCore import QUrl, Signal
+from PySide6.QtCore import QTimer, QUrl, Signal
 from PySide6.QtGui import (
     QAction,
     QCloseEvent,
@@ -53,6 +53,7 @@ from app.transfer.inbox import Inbox
 from app.transfer.outbox import NothingToSend
 from app.voice.audio_backend import AudioBackend, call_media_for
 from app.voice.call import CallLink
+from app.voice.call_signalling import CallEnded, CallStarted
 from rendezvous.wire.signalling import Contact
 
 
@@ -125,6 +126,10 @@ class MainWindow(QMainWindow):
         self.offers: dict[str, OfferBanner] = {}
         self.calls: dict[str, CallWindow] = {}
         self.close_to_tray = False
+        # During a call the status panel shows the call's live numbers (jitter, loss), refreshed each second.
+        self._live_status = QTimer(self)
+        self._live_status.setInterval(1000)
+        self._live_status.timeout.connect(self.refresh_pane)
         self.setWindowTitle(f"Punchline — {client.username}")
         self.setWindowIcon(icon("punchline"))
         self._build()
@@ -452,6 +457,10 @@ class MainWindow(QMainWindow):
     def _call_update(self, update: pe.CallUpdate) -> None:
         window = self._window_for(update.link)
         window.event_happened(update.event)
+        if isinstance(update.event, CallStarted):
+            self._live_status.start()
+        elif isinstance(update.event, CallEnded):
+            self._live_status.stop()
         if window.incoming and window.phase == "incoming":
             window.raise_()
             window.activateWindow()

@@ -1,0 +1,167 @@
+"""Screenshots of the desktop app for the README, under Xvfb with Qt's real xcb platform.
+
+    .venv/bin/python -m tests.screenshots [--out resources/screenshots]
+
+It runs the demo (an embedded server, alice and bob as contacts, WAV files for sound), drives it like a
+person would — sends a file, a bigger one, calls — and saves ``main-window.png``, ``transfer.png``,
+``call.png`` and ``status-panel.png``. Needs the Debian package xvfb (packaging/dev-setup.sh --test).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+SHOTS = ("main-window.png", "transfer.png", "call.png", "status-panel.png")
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "resources" / "screenshots"
+
+
+def start_xvfb() -> tuple[subprocess.Popen[bytes], str]:
+    """A virtual X display; returns the process and the display name (Xvfb picks a free number)."""
+    read, write = os.pipe()
+    xvfb = subprocess.Popen(
+        ["Xvfb", "-displayfd", str(write), "-screen", "0", "1500x900x24", "-nolisten", "tcp"],
+        pass_fds=[write],
+        stderr=subprocess.DEVNULL,
+    )
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        number = pipe.readline().strip()
+    if not number:
+        xvfb.kill()
+        raise SystemExit("Xvfb did not start (install it: apt-get install xvfb)")
+    return xvfb, f":{number}"
+
+
+async def until(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    """Let the app run until ``condition`` holds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            raise SystemExit(f"screenshots: gave up waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+async def shoot(out: Path, scratch: Path) -> None:
+    """Run the demo and save the four pictures into ``out``."""
+    from app.embedded_server import start_demo
+    from app.gui.main_window import MainWindow, open_main_window
+    from app.nat.connect import ConnectOptions
+    from app.voice.audio_backend import FileAudio
+    from tests.test_call_media import write_tone
+
+    demo = await start_demo(scratch / "demo")
+    windows: list[MainWindow] = []
+    try:
+        for index, user in enumerate(demo.users):
+            mic = scratch / f"{user.client.username}.wav"
+            write_tone(mic, 440 if index == 0 else 660, 20)
+            window = open_main_window(
+                user.client,
+                user.identity,
+                user.config_dir,
+                downloads=user.downloads,
+                audio=FileAudio(mic, scratch / f"{user.client.username}-heard"),
+                options=ConnectOptions(allow_loopback=True),
+            )
+            window.setWindowTitle(f"Punchline — {user.client.username}")
+            window.resize(980, 640)
+            window.move(10 + 500 * index, 10)
+            window.show()
+            windows.append(window)
+        alice, bob = windows
+        await until(lambda: alice.contact_list.rows() == ["●  bob — online"], "bob online")
+        alice.select("bob")
+        bob.select("alice")
+
+        async def accept_offers() -> None:
+            while True:
+                for banner in list(bob.offers.values()):
+                    banner.accept_button.click()
+                await asyncio.sleep(0.05)
+
+        accepting = asyncio.ensure_future(accept_offers())
+        notes = scratch / "meeting notes.txt"
+        notes.write_text("Agenda: the trip, the tickets, the photos.\n" * 200)
+        alice.send_files("bob", [notes])
+        await until(
+            lambda: any(r.state == "done" for r in alice.transfers.records.values()), "a finished send"
+        )
+        video = scratch / "holiday video.mp4"
+        with video.open("wb") as file:
+            file.truncate(600_000_000)  # sparse: reads fast, sends at the session's speed
+        alice.send_files("bob", [video])
+
+        def halfway() -> bool:
+            return any(
+                r.title == video.name and 0.25 < r.fraction < 0.75 for r in alice.transfers.records.values()
+            )
+
+        await until(halfway, "the big transfer halfway", timeout=60)
+        await asyncio.sleep(0.3)  # one more progress report: speed and time left shown
+        alice.grab().save(str(out / "transfer.png"))
+        big = next(r for r in alice.transfers.records.values() if r.title == video.name)
+        await until(lambda: not big.active, "the big transfer to finish", timeout=120)
+        accepting.cancel()
+        alice.say("Drop files on a contact to send them; press Call to talk.")
+        await asyncio.sleep(0.3)
+        alice.grab().save(str(out / "main-window.png"))
+
+        alice.pane.call_button.click()
+        await until(lambda: len(bob.calls) == 1, "the call ringing")
+        incoming = next(iter(bob.calls.values()))
+        await until(incoming.accept_button.isVisible, "the accept button")
+        incoming.accept_button.click()
+        outgoing = next(iter(alice.calls.values()))
+        await until(lambda: outgoing.phase == "active", "the call answered")
+        await asyncio.sleep(3.2)
+        alice.refresh_pane()
+        outgoing.grab().save(str(out / "call.png"))
+        alice.pane.status.grab().save(str(out / "status-panel.png"))
+        outgoing.hangup_button.click()
+        await until(lambda: incoming.phase == "ended", "the call ended")
+    finally:
+        for window in windows:
+            for call in list(window.calls.values()):
+                call.close()
+            await window.sign_out()
+            window.close()
+        await demo.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Start Xvfb, take the screenshots, stop Xvfb."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for the PNG files")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    xvfb, display = start_xvfb()
+    try:
+        os.environ["DISPLAY"] = display
+        os.environ["QT_QPA_PLATFORM"] = "xcb"
+        import qasync
+        from PySide6.QtWidgets import QApplication
+
+        app = QApplication(["punchline-screenshots"])
+        app.setQuitOnLastWindowClosed(False)
+        loop = qasync.QEventLoop(app)
+        asyncio.set_event_loop(loop)
+        with tempfile.TemporaryDirectory(prefix="punchline-shots-") as scratch, loop:
+            loop.run_until_complete(shoot(args.out, Path(scratch)))
+    finally:
+        xvfb.terminate()
+        xvfb.wait(5)
+    for name in SHOTS:
+        print(args.out / name)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
