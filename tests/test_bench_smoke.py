@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,3 +45,22 @@ def test_transfer_benchmark_runs_end_to_end() -> None:
     report = json.loads(result.stdout)
     assert report["ours_loopback"]["complete"] is True
     assert report["ours_loopback"]["MBps"] > 0
+
+
+@pytest.mark.skipif(
+    shutil.which("Xvfb") is None, reason="Xvfb is not installed (dev-setup.sh --test installs it)"
+)
+def test_app_startup_benchmark_starts_the_real_app_both_ways() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.bench.app_startup", "--runs", "1", "--idle-seconds", "1", "--json"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=100,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["first_run_to_sign_in_window_s"]["median"] > 0
+    assert report["remembered_to_main_window_s"]["median"] > 0
+    assert report["idle_signed_in"]["rss_mb"] > 0

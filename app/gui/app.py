@@ -59,7 +59,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         metavar="MIC.wav",
         help="no sound card: send this 48 kHz mono WAV as the microphone, record what you hear",
     )
+    # For tests/bench/app_startup.py: print a line when the first window is on screen.
+    parser.add_argument("--report-startup", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
+
+
+async def _shown(args: argparse.Namespace, what: str) -> None:
+    if args.report_startup:
+        await asyncio.sleep(0)  # one turn of Qt's loop: the show request has gone to the window system
+        print(f"punchline: {what} shown", flush=True)
 
 
 def audio_backend(args: argparse.Namespace, config_dir: Path) -> AudioBackend:
@@ -122,6 +130,7 @@ async def run_signed_in(args: argparse.Namespace) -> int:
             dialog.message.setText(exc.message)
     if signed_in.empty():
         dialog.show()
+        await _shown(args, "sign-in window")
     window: MainWindow | None = None
     try:
         while True:
@@ -143,6 +152,7 @@ async def run_signed_in(args: argparse.Namespace) -> int:
                 lan = route_address(("192.0.2.1", 9)) or "this computer's address"
                 window.say(f"Hosting a server: others on your network sign in at ws://{lan}:{server.port}")
             window.show()
+            await _shown(args, "main window")
             reason = await _first(ended.get(), quit_requested.wait())
             await window.sign_out()
             window.close()
