@@ -13,7 +13,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import shutil
+import signal
+import socket
 import sys
 from collections.abc import Awaitable
 from pathlib import Path
@@ -32,12 +35,13 @@ from app.identity import load_or_create_identity
 from app.nat.connect import ConnectOptions
 from app.nat.peer_link import route_address
 from app.remembered import RememberedSignIn
-from app.signalling.client import Credentials, SignallingClient
+from app.signalling.client import Credentials, SignallingClient, SignallingError
 from app.voice.audio_backend import AudioBackend, DeviceAudio, FileAudio
 from rendezvous.config import DEFAULT_PORT
 
 DEFAULT_SERVER = f"ws://localhost:{DEFAULT_PORT}"
 T = TypeVar("T")
+SIGNED_OUT = "signed out by you"
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -111,6 +115,7 @@ async def run_signed_in(args: argparse.Namespace) -> int:
         args.server = f"ws://localhost:{server.port}"
     default_server = args.server or last_server or DEFAULT_SERVER
     quit_requested = asyncio.Event()
+    _quit_on_signals(quit_requested)
     signed_in: asyncio.Queue[SignallingClient] = asyncio.Queue()
 
     async def signing_in(server_url: str, name: str, password: str) -> SignallingClient:
@@ -148,19 +153,26 @@ async def run_signed_in(args: argparse.Namespace) -> int:
             window.quit_requested.connect(quit_requested.set)
             ended: asyncio.Queue[str] = asyncio.Queue()
             window.session_ended.connect(ended.put_nowait)
+            window.sign_out_requested.connect(functools.partial(ended.put_nowait, SIGNED_OUT))
             if server is not None:
                 lan = route_address(("192.0.2.1", 9)) or "this computer's address"
                 window.say(f"Hosting a server: others on your network sign in at ws://{lan}:{server.port}")
             window.show()
             await _shown(args, "main window")
             reason = await _first(ended.get(), quit_requested.wait())
+            if reason == SIGNED_OUT:
+                with contextlib.suppress(SignallingError):
+                    await client.sign_out()  # the token no longer works anywhere
             await window.sign_out()
             window.close()
             window = None
             if reason is None:
                 return 0
             remembered.forget(server_url, client.username)
-            dialog.message.setText(f"You were signed out: {reason}")
+            dialog.message.setText(
+                "Signed out." if reason == SIGNED_OUT else f"You were signed out: {reason}"
+            )
+            dialog.password.clear()
             dialog.show()
     finally:
         if window is not None:
@@ -175,6 +187,7 @@ async def run_demo(args: argparse.Namespace) -> int:
     shutil.rmtree(folder, ignore_errors=True)  # a fresh demo each time (its own throwaway accounts)
     demo = await start_demo(folder)
     quit_requested = asyncio.Event()
+    _quit_on_signals(quit_requested)
     windows: list[MainWindow] = []
     try:
         for index, user in enumerate(demo.users):
@@ -195,6 +208,7 @@ async def run_demo(args: argparse.Namespace) -> int:
             window.say(f"Demo: {other} is in the other window. Drop a file on {other}, or press Call.")
             window.show()
             windows.append(window)
+        await _shown(args, "demo windows")
         await quit_requested.wait()
         return 0
     finally:
@@ -202,6 +216,28 @@ async def run_demo(args: argparse.Namespace) -> int:
             await window.sign_out()
             window.close()
         await demo.close()
+
+
+def _quit_on_signals(quit_requested: asyncio.Event) -> None:
+    """SIGINT and SIGTERM quit like the Quit menu (hang up, transfers left resumable).
+
+    Python runs signal handlers only between its own bytecodes, and Qt's loop may wait in C++ for a long
+    time; the wake-up fd makes the signal a readable socket that Qt's loop watches.
+    """
+    pair = socket.socketpair()
+    reader, writer = pair
+    reader.setblocking(False)
+    writer.setblocking(False)
+    signal.set_wakeup_fd(writer.fileno())
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, lambda *_: None)  # the wake-up fd does the work
+
+    def woken() -> None:  # holds ``pair``: both sockets live as long as the loop watches
+        with contextlib.suppress(OSError):
+            pair[0].recv(64)
+        quit_requested.set()
+
+    asyncio.get_running_loop().add_reader(reader.fileno(), woken)
 
 
 async def _first(wanted: Awaitable[T], stop: Awaitable[object]) -> T | None:

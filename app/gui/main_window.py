@@ -110,6 +110,8 @@ class MainWindow(QMainWindow):
     session_ended = Signal(str)
     #: The user chose Quit (as opposed to closing the window into the tray).
     quit_requested = Signal()
+    #: The user chose Sign out: the app revokes the session and shows the sign-in window.
+    sign_out_requested = Signal()
 
     def __init__(
         self, client: SignallingClient, transfers: TransferList, audio: AudioBackend, downloads: Path
@@ -208,6 +210,7 @@ class MainWindow(QMainWindow):
         self.tray_option.toggled.connect(self._set_close_to_tray)
         menu.addAction(self.tray_option)
         menu.addSeparator()
+        self._action(menu, "&Sign out", None, self.sign_out_requested.emit)
         self._action(menu, "&Quit", "Ctrl+Q", self.quit_requested.emit)
         contact = self.menuBar().addMenu("&Contact")
         self._action(contact, "&Find…", "Ctrl+F", self.search.setFocus)
@@ -525,7 +528,7 @@ def open_main_window(
         identity,
         config_dir,
         inbox=Inbox(downloads, accept_from=(), ask=window.ask_about_offer),
-        media=call_media_for(audio),
+        media=call_media_for(audio, on_problem=window.say),
         on_event=window.handle,
         options=options,
     )
