@@ -20,6 +20,7 @@ import pytest
 
 from app.stun_client import StunClientError, discover_public_address
 from rendezvous.wire.stun import Address
+from tests.processes import stop
 
 TURNSERVER = shutil.which("turnserver")
 #: The realm coturn is told to use (it names it in its 401 challenges).
@@ -123,11 +124,4 @@ async def run_coturn(
                     pytest.fail(f"turnserver did not answer on port {port} within 10 s: {tail(log_file)}")
         yield Coturn((host, port), secret, log_file)
     finally:
-        if process.returncode is None:
-            process.terminate()
-            try:
-                async with asyncio.timeout(5):
-                    await process.wait()
-            except TimeoutError:
-                process.kill()
-                await process.wait()
+        await stop(process)

@@ -51,31 +51,13 @@ async def until(condition: Callable[[], bool], what: str, timeout: float = 30.0)
 
 async def shoot(out: Path, scratch: Path) -> None:
     """Run the demo and save the four pictures into ``out``."""
-    from app.embedded_server import start_demo
-    from app.gui.main_window import MainWindow, open_main_window
-    from app.nat.connect import ConnectOptions
-    from app.voice.audio_backend import FileAudio
-    from tests.test_call_media import write_tone
+    from tests.gui_helpers import demo_windows  # Qt loads here, after the display is set
 
-    demo = await start_demo(scratch / "demo")
-    windows: list[MainWindow] = []
-    try:
-        for index, user in enumerate(demo.users):
-            mic = scratch / f"{user.client.username}.wav"
-            write_tone(mic, 440 if index == 0 else 660, 20)
-            window = open_main_window(
-                user.client,
-                user.identity,
-                user.config_dir,
-                downloads=user.downloads,
-                audio=FileAudio(mic, scratch / f"{user.client.username}-heard"),
-                options=ConnectOptions(allow_loopback=True),
-            )
-            window.setWindowTitle(f"Punchline — {user.client.username}")
+    async with demo_windows(scratch, tones=(440, 660), seconds=20) as (_, windows):
+        for index, window in enumerate(windows):
+            window.setWindowTitle(f"Punchline — {window.client.username}")
             window.resize(980, 640)
             window.move(10 + 500 * index, 10)
-            window.show()
-            windows.append(window)
         alice, bob = windows
         await until(lambda: alice.contact_list.rows() == ["●  bob — online"], "bob online")
         alice.select("bob")
@@ -127,13 +109,6 @@ async def shoot(out: Path, scratch: Path) -> None:
         alice.pane.status.grab().save(str(out / "status-panel.png"))
         outgoing.hangup_button.click()
         await until(lambda: incoming.phase == "ended", "the call ended")
-    finally:
-        for window in windows:
-            for call in list(window.calls.values()):
-                call.close()
-            await window.sign_out()
-            window.close()
-        await demo.close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,12 +18,11 @@ from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 
 from app.account import sign_in
-from app.embedded_server import Demo, start_demo
-from app.gui.main_window import MainWindow, open_main_window
-from app.nat.connect import ConnectOptions
+from app.embedded_server import Demo
+from app.gui.main_window import MainWindow
 from app.signalling.client import Credentials
-from app.voice.audio_backend import FileAudio
-from tests.test_call_media import pitch, segment, write_tone
+from tests.gui_helpers import demo_windows
+from tests.test_call_media import pitch, segment
 
 
 async def wait_for(condition: Callable[[], bool], timeout: float = 15.0, what: str = "it") -> None:
@@ -38,30 +37,9 @@ async def wait_for(condition: Callable[[], bool], timeout: float = 15.0, what: s
 
 @pytest.fixture
 async def windows(qtbot: QtBot, tmp_path: Path) -> AsyncIterator[tuple[Demo, MainWindow, MainWindow]]:
-    demo = await start_demo(tmp_path / "demo")
-    made = []
-    for user, hz in zip(demo.users, (440, 1000), strict=True):
-        mic = tmp_path / f"{user.client.username}.wav"
-        write_tone(mic, hz, 10)
-        window = open_main_window(
-            user.client,
-            user.identity,
-            user.config_dir,
-            downloads=user.downloads,
-            audio=FileAudio(mic, tmp_path / f"{user.client.username}-heard"),
-            options=ConnectOptions(allow_loopback=True),
-        )
-        qtbot.addWidget(window)
-        window.show()
-        made.append(window)
-    try:
+    """Two signed-in windows (closed by `demo_windows`, not qtbot: they sign out first)."""
+    async with demo_windows(tmp_path) as (demo, made):
         yield demo, made[0], made[1]
-    finally:
-        for window in made:
-            for call in list(window.calls.values()):
-                call.close()
-            await window.sign_out()
-        await demo.close()
 
 
 def drop_files(window: MainWindow, contact: str, paths: list[Path]) -> None:

@@ -42,10 +42,11 @@ from app.gui.offer_banner import OfferBanner
 from app.gui.status_panel import StatusPanel
 from app.gui.transfers_panel import TransfersPanel
 from app.identity import DeviceIdentity
-from app.nat.connect import ConnectOptions
+from app.nat.connect import ConnectError, ConnectOptions
 from app.peers import events as pe
 from app.peers.hub import Event, PeerHub
 from app.peers.transfer_list import TransferList, TransferRecord, title_of
+from app.session.peer_session import SessionError
 from app.signalling import events as sev
 from app.signalling.client import ServerError, SignallingClient, SignallingError
 from app.transfer import events as tev
@@ -439,10 +440,7 @@ class MainWindow(QMainWindow):
         self.say(f"Calling {name}…")
         try:
             link = await self.hub.call(name)
-        except (RuntimeError, SignallingError, OSError) as exc:
-            self.say(f"Cannot call {name}: {exc}")
-            return None
-        except Exception as exc:
+        except (RuntimeError, ConnectError, SessionError, SignallingError) as exc:
             self.say(f"Cannot call {name}: {exc}")
             return None
         self.notice.hide()

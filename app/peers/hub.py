@@ -119,8 +119,7 @@ class PeerHub:
         self._closed = True
         call = self.desk.current
         if call is not None:
-            call.hangup()
-            await asyncio.sleep(0)  # let the hang-up go out before the session closes
+            call.hangup()  # sent now; the session's close below waits for it to be acknowledged
         for send in self._sends.values():
             if send.task is not None:
                 send.task.cancel()

@@ -32,6 +32,7 @@ from app.remembered import RememberedSignIn
 from app.signalling.client import Credentials, SignallingClient
 from rendezvous.config import Limits, ServerConfig
 from rendezvous.server import RendezvousServer
+from tests.processes import stop
 from tests.screenshots import start_xvfb
 
 PASSWORD = "correct horse battery"
@@ -64,18 +65,6 @@ async def launch(config: Path, *, display: str) -> tuple[asyncio.subprocess.Proc
                 raise RuntimeError("the app exited before showing a window")
             if line.startswith("punchline: ") and line.rstrip().endswith(" shown"):
                 return process, time.perf_counter() - started, line[len("punchline: ") : -len(" shown\n")]
-
-
-async def stop(process: asyncio.subprocess.Process) -> None:
-    """End the app (SIGTERM, then SIGKILL)."""
-    if process.returncode is None:
-        process.terminate()
-        try:
-            async with asyncio.timeout(5):
-                await process.wait()
-        except TimeoutError:
-            process.kill()
-            await process.wait()
 
 
 def cpu_seconds(pid: int) -> float:
