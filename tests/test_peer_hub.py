@@ -144,6 +144,9 @@ async def test_a_send_to_an_offline_contact_waits_for_them(
     retrying = await alice.wait_for(lambda e: isinstance(e, pe.SendRetrying))
     assert retrying.reason == "bob is offline"
     assert alice.hub.state("bob").problem == "bob is offline"
+    await alice.hub.cancel(retrying.transfer)  # the user gives up waiting
+    cancelled = await alice.wait_for(lambda e: isinstance(e, tev.TransferCancelled))
+    assert (cancelled.transfer, cancelled.by) == (retrying.transfer, "us")
 
 
 async def test_a_call_rings_is_answered_carries_sound_and_is_hung_up(demo: tuple[Demo, Side, Side]) -> None:

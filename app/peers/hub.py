@@ -172,9 +172,10 @@ class PeerHub:
         if send is not None:
             self._outbox.finished(send.peer, send.files)
             if send.task is not None and not send.task.done():
+                # Waiting to connect or to retry: no endpoint knows it, so say it here (a repeat of the
+                # endpoint's own event is harmless).
                 send.task.cancel()
-                if line is None:  # never reached the peer: say so here
-                    self._emit(tev.TransferCancelled(transfer, send.peer, "send", "us", "cancelled"))
+                self._emit(tev.TransferCancelled(transfer, send.peer, "send", "us", "cancelled"))
 
     async def _send(self, transfer: str, send: _Send) -> None:
         loop = asyncio.get_running_loop()
