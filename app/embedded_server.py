@@ -12,8 +12,9 @@ from pathlib import Path
 
 from app.account import register, sign_in
 from app.identity import DeviceIdentity, load_or_create_identity
+from app.nat.peer_link import route_address
 from app.signalling.client import Credentials, SignallingClient
-from rendezvous.config import DEFAULT_PORT, DEFAULT_STUN_PORT, Limits, ServerConfig
+from rendezvous.config import DEFAULT_PORT, DEFAULT_STUN_PORT, Limits, ServerConfig, TurnConfig
 from rendezvous.server import RendezvousServer
 
 DEMO_USERS = ("alice", "bob")
@@ -26,10 +27,19 @@ async def host_server(
     port: int = DEFAULT_PORT,
     stun_port: int = DEFAULT_STUN_PORT,
 ) -> RendezvousServer:
-    """Start the rendezvous server (signalling, STUN, TURN) with its database in ``data_dir``."""
+    """Start the rendezvous server (signalling, STUN, TURN) with its database in ``data_dir``.
+
+    The relay listens on every interface and tells clients it is at this computer's LAN address.
+    """
+    turn = TurnConfig(external_ip=lan_address() or "127.0.0.1")
     return await RendezvousServer.start(
-        ServerConfig(host=host, port=port, stun_port=stun_port, data_dir=data_dir)
+        ServerConfig(host=host, port=port, stun_port=stun_port, data_dir=data_dir, turn=turn)
     )
+
+
+def lan_address() -> str | None:
+    """This computer's address on its network: the one the kernel would send from toward the internet."""
+    return route_address(("192.0.2.1", 9))  # TEST-NET: a connected UDP socket sends nothing
 
 
 @dataclass

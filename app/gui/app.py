@@ -27,17 +27,17 @@ import qasync
 from PySide6.QtWidgets import QApplication, QMessageBox
 
 from app.account import AccountError, register, sign_in
-from app.embedded_server import host_server, start_demo
+from app.embedded_server import host_server, lan_address, start_demo
 from app.gui.icons import icon
 from app.gui.main_window import MainWindow, open_main_window
 from app.gui.sign_in_dialog import SignInDialog
 from app.identity import load_or_create_identity
 from app.nat.connect import ConnectOptions
-from app.nat.peer_link import route_address
 from app.remembered import RememberedSignIn
 from app.signalling.client import Credentials, SignallingClient, SignallingError
 from app.voice.audio_backend import AudioBackend, DeviceAudio, FileAudio
-from rendezvous.config import DEFAULT_PORT
+from rendezvous.config import DEFAULT_PORT, DEFAULT_STUN_PORT
+from rendezvous.server import StartupError
 
 DEFAULT_SERVER = f"ws://localhost:{DEFAULT_PORT}"
 T = TypeVar("T")
@@ -54,7 +54,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--host-server", action="store_true", help="run a rendezvous server inside the app for your LAN"
     )
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port of the hosted server")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="signalling port of the hosted server")
+    parser.add_argument(
+        "--stun-port", type=int, default=DEFAULT_STUN_PORT, help="STUN/TURN port of the hosted server"
+    )
     parser.add_argument("--config-dir", type=Path, help="where keys, settings and history are kept")
     parser.add_argument("--downloads", type=Path, help="where received files go (default: your Downloads)")
     parser.add_argument(
@@ -108,8 +111,8 @@ async def run_signed_in(args: argparse.Namespace) -> int:
     if args.host_server:
         data = platformdirs.user_data_path("punchline", appauthor=False) / "rendezvous"
         try:
-            server = await host_server(data, port=args.port)
-        except OSError as exc:
+            server = await host_server(data, port=args.port, stun_port=args.stun_port)
+        except (OSError, StartupError) as exc:
             QMessageBox.critical(None, "Punchline", f"Cannot host the server: {exc}")
             return 1
         args.server = f"ws://localhost:{server.port}"
@@ -155,7 +158,7 @@ async def run_signed_in(args: argparse.Namespace) -> int:
             window.session_ended.connect(ended.put_nowait)
             window.sign_out_requested.connect(functools.partial(ended.put_nowait, SIGNED_OUT))
             if server is not None:
-                lan = route_address(("192.0.2.1", 9)) or "this computer's address"
+                lan = lan_address() or "this computer's address"
                 window.say(f"Hosting a server: others on your network sign in at ws://{lan}:{server.port}")
             window.show()
             await _shown(args, "main window")

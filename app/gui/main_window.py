@@ -57,6 +57,9 @@ from app.voice.call import CallLink
 from app.voice.call_signalling import CallEnded, CallStarted
 from rendezvous.wire.signalling import Contact
 
+#: How an incoming call ends when nobody answered it.
+MISSED = ("cancelled", "no answer")
+
 
 class ContactPane(QWidget):
     """The selected contact: name, Call and Send buttons; files dropped anywhere on it go to that contact."""
@@ -466,6 +469,9 @@ class MainWindow(QMainWindow):
             window.raise_()
             window.activateWindow()
             self.notify(f"{update.peer} is calling", "Open Punchline to answer.")
+        elif window.incoming and isinstance(update.event, CallEnded) and update.event.reason in MISSED:
+            self.say(f"Missed call from {update.peer}.")
+            self.notify(f"Missed call from {update.peer}", update.event.text)
         self.refresh_pane()
 
     # --- desktop ---------------------------------------------------------------------------------------
