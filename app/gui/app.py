@@ -150,6 +150,9 @@ async def run_signed_in(args: argparse.Namespace) -> int:
                 remembered.remember(server_url, client.username, client.token)
             dialog.hide()
             audio = audio_backend(args, config)
+            # The devices picked in the last call are the ones to use (missing ones fall back to the default).
+            audio.input_device = remembered.option("input_device")
+            audio.output_device = remembered.option("output_device")
             window = open_main_window(client, identity, config, downloads=downloads, audio=audio)
             window.tray_option.setChecked(bool(remembered.option("close_to_tray", False)))
             window.tray_option.toggled.connect(lambda on: remembered.set_option("close_to_tray", on))
@@ -166,6 +169,8 @@ async def run_signed_in(args: argparse.Namespace) -> int:
             if reason == SIGNED_OUT:
                 with contextlib.suppress(SignallingError):
                     await client.sign_out()  # the token no longer works anywhere
+            remembered.set_option("input_device", audio.input_device)
+            remembered.set_option("output_device", audio.output_device)
             await window.sign_out()
             window.close()
             window = None
