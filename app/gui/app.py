@@ -66,6 +66,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         metavar="MIC.wav",
         help="no sound card: send this 48 kHz mono WAV as the microphone, record what you hear",
     )
+    parser.add_argument(
+        "--self-test", action="store_true", help="check Qt, Opus, PortAudio, UDP and the key store, then exit"
+    )
     # For tests/bench/app_startup.py: print a line when the first window is on screen.
     parser.add_argument("--report-startup", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
