@@ -16,8 +16,17 @@ def main(argv: list[str] | None = None) -> int:
 
         config = _config_dir(args) or platformdirs.user_config_path("punchline", appauthor=False)
         return self_test(config)
-    from app.gui.app import run  # noqa: PLC0415 - Qt loads only when the window is wanted
-
+    try:
+        from app.gui.app import run  # noqa: PLC0415 - Qt loads only when the window is wanted
+    except ImportError as exc:
+        if exc.name not in ("PySide6", "qasync", "keyring"):
+            raise
+        print(
+            f"punchline: the desktop window needs {exc.name}, which is not installed here.\n"
+            "Install it with: pip install 'punchline[desktop]' (or use punchline-cli).",
+            file=sys.stderr,
+        )
+        return 2
     return run(["punchline", *args])
 
 

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 out="$(realpath -m "${1:-build/bundle}")"
 
 bash packaging/dev-setup.sh
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[bundle]'
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[desktop,bundle]'
 started=$(date +%s)
 .venv/bin/pyinstaller --noconfirm --clean --log-level WARN \
     --distpath "$out/dist" --workpath "$out/work" packaging/punchline.spec

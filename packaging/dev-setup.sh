@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what Punchline needs on a Debian/Ubuntu machine into ./.venv.
-#   packaging/dev-setup.sh          the app and server
+#   packaging/dev-setup.sh          the desktop app, the CLI and the server
 #   packaging/dev-setup.sh --test   plus the test tools and the system packages the tests use
 # Safe to run again: it only installs what is missing.
 set -euo pipefail
@@ -38,6 +38,8 @@ if [ "$with_tests" -eq 1 ]; then
         /sbin/ldconfig -p 2>/dev/null | grep -q "${pair%%:*}" || apt_packages+=("${pair##*:}")
     done
     [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || apt_packages+=(fonts-dejavu-core)
+    # Packaging checks: the .desktop file's validator (systemd-analyze comes with systemd where it runs).
+    command -v desktop-file-validate >/dev/null || apt_packages+=(desktop-file-utils)
 fi
 if [ "${#apt_packages[@]}" -gt 0 ]; then
     echo "dev-setup: installing system packages: ${apt_packages[*]}"
@@ -48,7 +50,7 @@ fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
 if [ "$with_tests" -eq 1 ]; then
-    .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+    .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[desktop,test]'
 else
-    .venv/bin/python -m pip install -q --disable-pip-version-check -e .
+    .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[desktop]'
 fi
