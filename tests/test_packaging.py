@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,12 @@ def test_the_bundle_builds_from_this_checkout_and_passes_its_self_test(tmp_path:
         "libportaudio.so.2",
     ]
     assert (internal / "resources" / "icons" / "punchline.svg").exists()
+    version = run(
+        internal.parent / "punchline", "--version", env={"QT_QPA_PLATFORM": "offscreen", "PATH": "/usr/bin"}
+    )
+    assert version.stdout == f"punchline {metadata.version('punchline')}\n", (
+        version.stderr
+    )  # bundled metadata
 
 
 @pytest.mark.skipif(shutil.which("desktop-file-validate") is None, reason="no desktop-file-validate")

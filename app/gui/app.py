@@ -19,6 +19,7 @@ import signal
 import socket
 import sys
 from collections.abc import Awaitable
+from importlib import metadata
 from pathlib import Path
 from typing import TypeVar
 
@@ -66,6 +67,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         metavar="MIC.wav",
         help="no sound card: send this 48 kHz mono WAV as the microphone, record what you hear",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {metadata.version('punchline')}")
     parser.add_argument(
         "--self-test", action="store_true", help="check Qt, Opus, PortAudio, UDP and the key store, then exit"
     )
