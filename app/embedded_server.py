@@ -33,7 +33,14 @@ async def host_server(
     """
     turn = TurnConfig(external_ip=lan_address() or "127.0.0.1")
     return await RendezvousServer.start(
-        ServerConfig(host=host, port=port, stun_port=stun_port, data_dir=data_dir, turn=turn)
+        ServerConfig(
+            host=host,
+            port=port,
+            stun_port=stun_port,
+            stun_alt_port=stun_port + 1 if stun_port else 0,  # RFC 5780 behaviour discovery (network check)
+            data_dir=data_dir,
+            turn=turn,
+        )
     )
 
 

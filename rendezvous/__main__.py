@@ -34,6 +34,15 @@ def _stun_port(text: str) -> int | None:
     return None if text.lower() in ("off", "none") else _port(text)
 
 
+def _alt_port(alt: int | None, stun_port: int | None) -> int | None:
+    """--stun-alt-port: the STUN port + 1 unless given (any free one with --stun-port 0), or off."""
+    if alt is None or stun_port is None:
+        return None
+    if alt == -1:
+        return stun_port + 1 if stun_port else 0
+    return alt
+
+
 def _port_range(text: str) -> tuple[int, int]:
     low, dash, high = text.partition("-")
     try:
@@ -62,6 +71,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--port", type=_port, default=DEFAULT_PORT, help="WebSocket (TCP) port")
     parser.add_argument(
         "--stun-port", type=_stun_port, default=DEFAULT_STUN_PORT, help="STUN (UDP) port, or 'off'"
+    )
+    parser.add_argument(
+        "--stun-alt-port",
+        type=_stun_port,
+        default=-1,
+        help="alternate UDP port for NAT behaviour discovery (RFC 5780), or 'off' (default: STUN port + 1)",
+    )
+    parser.add_argument(
+        "--stun-alt-ip", help="a second address of this machine, so clients can test 'change IP' (RFC 5780)"
     )
     parser.add_argument("--data", type=Path, default=default_data_dir(), help="directory for the database")
     parser.add_argument("--tls-cert", type=Path, help="PEM certificate chain; enables wss://")
@@ -117,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         host=args.host,
         port=args.port,
         stun_port=args.stun_port,
+        stun_alt_port=_alt_port(args.stun_alt_port, args.stun_port),
+        stun_alt_ip=args.stun_alt_ip,
         data_dir=args.data,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,

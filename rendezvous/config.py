@@ -111,6 +111,10 @@ class ServerConfig:
     port: int = DEFAULT_PORT
     #: UDP port of the STUN binding service on ``host``; None runs no STUN service.
     stun_port: int | None = DEFAULT_STUN_PORT
+    #: RFC 5780 behaviour discovery: the alternate UDP port answers may come from (0: any free one); None
+    #: turns discovery off. ``stun_alt_ip``: a second address of this machine, for "change IP" (optional).
+    stun_alt_port: int | None = None
+    stun_alt_ip: str | None = None
     #: Directory for the SQLite database; None keeps everything in memory (tests only).
     data_dir: Path | None = None
     tls_cert: Path | None = None

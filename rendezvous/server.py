@@ -20,6 +20,7 @@ from types import TracebackType
 
 from websockets.asyncio.server import Server, serve
 
+from rendezvous.behaviour_discovery import BehaviourDiscovery, start_behaviour_discovery
 from rendezvous.config import TURN_SECRET_FILE, ServerConfig, TurnConfig
 from rendezvous.log import log_event, monotonic
 from rendezvous.service import SignallingService
@@ -53,6 +54,8 @@ class RendezvousServer:
         self._websocket = websocket
         self.stun = stun
         self.turn = turn
+        #: RFC 5780 behaviour discovery around the STUN port, when configured.
+        self.discovery: BehaviourDiscovery | None = None
         self._tls = tls
         sockets = list(websocket.sockets)
         self.port: int = sockets[0].getsockname()[1]
@@ -79,6 +82,7 @@ class RendezvousServer:
         store = Store(config.data_dir / DATABASE_NAME if config.data_dir else None)
         stun: StunServer | None = None
         turn: TurnRelay | None = None
+        discovery: BehaviourDiscovery | None = None
         run_turn = config.stun_port is not None and config.turn.enabled
         # External TURN servers (a coturn with --static-auth-secret) need the secret even without our relay.
         needs_secret = run_turn or bool(config.turn.external_servers)
@@ -105,6 +109,7 @@ class RendezvousServer:
                         f"Cannot open the STUN port {config.host}:{config.stun_port} ({exc.strerror}). "
                         "Choose another with --stun-port, or --stun-port off."
                     ) from exc
+            discovery = await _start_discovery(config, turn, stun)
             stun_port = turn.address[1] if turn else stun.address[1] if stun else None
             service = SignallingService(
                 store,
@@ -134,6 +139,8 @@ class RendezvousServer:
                     "Is another server running? Choose another port with --port."
                 ) from exc
         except BaseException:
+            if discovery:
+                discovery.close()
             if stun:
                 stun.close()
             if turn:
@@ -141,6 +148,7 @@ class RendezvousServer:
             store.close()
             raise
         server = cls(config, store, websocket, stun, tls is not None, turn=turn)
+        server.discovery = discovery
         log_event(
             log,
             "listening",
@@ -155,6 +163,8 @@ class RendezvousServer:
         """Stop listening, tell every client the server is going away (1001), and close the database."""
         self._websocket.close(close_connections=True)
         await self._websocket.wait_closed()
+        if self.discovery:
+            self.discovery.close()
         if self.stun:
             self.stun.close()
         if self.turn:
@@ -229,3 +239,32 @@ def load_turn_secret(config: TurnConfig, data_dir: Path | None) -> str:
     except OSError as exc:
         raise StartupError(f"Cannot write the TURN secret file {path} ({exc.strerror}).") from exc
     return secret
+
+
+async def _start_discovery(
+    config: ServerConfig, turn: TurnRelay | None, stun: StunServer | None
+) -> BehaviourDiscovery | None:
+    """RFC 5780 behaviour discovery around the STUN port, when ``stun_alt_port`` asks for it."""
+    primary = turn or stun
+    if config.stun_alt_port is None or primary is None:
+        return None
+    send = turn.send_from_listener if turn else stun.send if stun else None
+    assert send is not None
+    try:
+        discovery = await start_behaviour_discovery(
+            primary.address,
+            alt_port=config.stun_alt_port,
+            alt_ip=config.stun_alt_ip,
+            send_primary=send,
+            advertised_ip=config.turn.external_ip,
+        )
+    except OSError as exc:
+        raise StartupError(
+            f"Cannot open the alternate STUN port {config.stun_alt_port} ({exc.strerror}) for behaviour "
+            "discovery. Choose another with --stun-alt-port, or --stun-alt-port off."
+        ) from exc
+    except ValueError as exc:  # listening on 0.0.0.0 without --external-ip: run without it, and say so
+        log_event(log, "behaviour_discovery_off", level=logging.WARNING, reason=str(exc))
+        return None
+    primary.discovery = discovery
+    return discovery

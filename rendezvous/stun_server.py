@@ -16,7 +16,8 @@ other methods                                   keepalives), nor are responses o
 
 No answer is ever more than 32 bytes larger than the request that caused it, so the service cannot be used
 to amplify a spoofed-source flood, and answers carry no SOFTWARE attribute for the same reason. The server
-keeps no state per client.
+keeps no state per client. The decisions are `rendezvous.behaviour_discovery.answer_binding`'s; with RFC
+5780 behaviour discovery on, Binding requests go to that service instead (CHANGE-REQUEST, RESPONSE-PORT).
 """
 
 from __future__ import annotations
@@ -25,51 +26,23 @@ import asyncio
 import logging
 from typing import Any, cast
 
+from rendezvous.behaviour_discovery import BehaviourDiscovery, answer_binding, is_binding_request
 from rendezvous.log import log_event
-from rendezvous.wire.stun import (
-    Address,
-    StunClass,
-    StunDecodeError,
-    StunMethod,
-    UnknownAttributes,
-    XorMappedAddress,
-    canonical_address,
-    decode,
-    is_stun,
-)
+from rendezvous.wire.stun import Address
 
 log = logging.getLogger("punchline.stun")
 
 #: The most an answer may exceed its request by, in bytes (an IPv6 success answering a bare 20-byte request
 #: is exactly this much larger: 20 header + 24 XOR-MAPPED-ADDRESS + 8 FINGERPRINT).
 MAX_AMPLIFICATION = 32
-# A short reason phrase keeps 420 answers within MAX_AMPLIFICATION: each unknown attribute in the request
-# takes at least 4 bytes, each entry in UNKNOWN-ATTRIBUTES only 2 (RFC 8489 §14.9).
-_UNKNOWN_ATTRIBUTE_REASON = "Unknown"
 
 
 def answer(data: bytes, source: tuple[str, int]) -> bytes | None:
     """The bytes to send back to ``source`` for the datagram ``data``, or None to drop it. Never raises."""
-    if not is_stun(data):
-        return None
-    try:
-        request = decode(data)
-    except StunDecodeError:
-        return None
-    if request.method != StunMethod.BINDING or request.message_class != StunClass.REQUEST:
-        return None
-    mapped = canonical_address(source)
-    if mapped is None:
-        return None
-    unknown = request.unknown_comprehension_required()
-    if unknown:
-        reply = request.error_response(420, _UNKNOWN_ATTRIBUTE_REASON, UnknownAttributes(unknown))
-    else:
-        reply = request.success_response(XorMappedAddress(mapped))
-    encoded = reply.encode(fingerprint=True)
-    if len(encoded) > len(data) + MAX_AMPLIFICATION:
-        return None  # cannot happen with the answers above; kept so no future answer can amplify
-    return encoded
+    reply = answer_binding(data, source)
+    if reply is None or len(reply.data) > len(data) + MAX_AMPLIFICATION:
+        return None  # the check cannot fail with the answers above; kept so no future answer can amplify
+    return reply.data
 
 
 class StunServer(asyncio.DatagramProtocol):
@@ -81,6 +54,8 @@ class StunServer(asyncio.DatagramProtocol):
         #: Datagrams answered and dropped since the start (plain counters for logs and tests).
         self.answered = 0
         self.dropped = 0
+        #: RFC 5780 behaviour discovery, when the server runs it: Binding requests are answered there.
+        self.discovery: BehaviourDiscovery | None = None
 
     @property
     def address(self) -> Address:
@@ -97,6 +72,9 @@ class StunServer(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         """Answer or drop one datagram."""
         assert self._transport is not None
+        if self.discovery is not None and is_binding_request(data):
+            self.discovery.receive(data, addr)
+            return
         reply = answer(data, addr)
         if reply is None or self._paused:
             self.dropped += 1
@@ -105,6 +83,11 @@ class StunServer(asyncio.DatagramProtocol):
         self._transport.sendto(reply, addr)
         self.answered += 1
         log_event(log, "stun_answered", level=logging.DEBUG, peer=addr[0], port=addr[1])
+
+    def send(self, data: bytes, address: Address) -> None:
+        """Send from the STUN port (behaviour discovery answers that leave from here)."""
+        if self._transport is not None and not self._paused:
+            self._transport.sendto(data, address)
 
     def pause_writing(self) -> None:
         """The send buffer passed its high-water mark: drop answers until it drains."""

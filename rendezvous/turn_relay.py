@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from typing import cast
 
+from rendezvous.behaviour_discovery import BehaviourDiscovery, is_binding_request
 from rendezvous.config import TurnConfig
 from rendezvous.log import log_event
 from rendezvous.turn_server import (
@@ -172,6 +173,8 @@ class TurnRelay:
         #: Datagrams sent to clients, and those dropped because the send buffer was full (for tests/logs).
         self.sent = 0
         self.dropped = 0
+        #: RFC 5780 behaviour discovery, when the server runs it: Binding requests are answered there.
+        self.discovery: BehaviourDiscovery | None = None
         self._loop.add_reader(listener.fileno(), self._listener_readable)
 
     @property
@@ -225,6 +228,9 @@ class TurnRelay:
             except OSError as exc:  # an ICMP error for an earlier answer: try the next datagram
                 log_event(log, "turn_socket_error", level=logging.DEBUG, error=str(exc))
                 continue
+            if self.discovery is not None and is_binding_request(data):
+                self.discovery.receive(data, addr)
+                continue
             actions = machine.receive(data, addr, now)
             if len(actions) == 1 and type(action := actions[0]) is RelayTransmit:
                 self._send_to_peer(action)
@@ -265,6 +271,10 @@ class TurnRelay:
             self.dropped += 1
         else:
             self.sent += 1
+
+    def send_from_listener(self, data: bytes, address: Address) -> None:
+        """Send a datagram from the STUN/TURN port (behaviour discovery answers that leave from here)."""
+        self._send_to_client(data, address)
 
     def _send_to_peer(self, action: RelayTransmit) -> None:
         relay = self._relays.get(action.relay_port)

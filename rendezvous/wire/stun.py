@@ -137,6 +137,7 @@ class AttributeType(IntEnum):
     """Attribute types with a meaning in this codec (RFC 8489 §18.3)."""
 
     MAPPED_ADDRESS = 0x0001
+    CHANGE_REQUEST = 0x0003  # RFC 5780 §7.2
     USERNAME = 0x0006
     MESSAGE_INTEGRITY = 0x0008
     ERROR_CODE = 0x0009
@@ -157,10 +158,14 @@ class AttributeType(IntEnum):
     RESERVATION_TOKEN = 0x0022
     PRIORITY = 0x0024
     USE_CANDIDATE = 0x0025
+    PADDING = 0x0026  # RFC 5780 §7.6
+    RESPONSE_PORT = 0x0027  # RFC 5780 §7.5
     SOFTWARE = 0x8022
     FINGERPRINT = 0x8028
     ICE_CONTROLLED = 0x8029
     ICE_CONTROLLING = 0x802A
+    RESPONSE_ORIGIN = 0x802B  # RFC 5780 §7.3
+    OTHER_ADDRESS = 0x802C  # RFC 5780 §7.4
 
 
 def canonical_address(address: tuple[object, ...]) -> Address | None:
@@ -316,6 +321,83 @@ class XorMappedAddress(Attribute):
     def decode_value(cls, value: bytes, transaction_id: bytes) -> Self:
         """Undo the XOR and parse."""
         return cls(_unpack_address(value, _xor_mask(transaction_id), "XOR-MAPPED-ADDRESS"))
+
+
+@_register
+@dataclass(frozen=True)
+class ResponseOrigin(Attribute):
+    """RESPONSE-ORIGIN (RFC 5780 §7.3): the address the response was sent from."""
+
+    TYPE: ClassVar[int] = AttributeType.RESPONSE_ORIGIN
+    address: Address
+
+    def encode_value(self, transaction_id: bytes) -> bytes:
+        """As MAPPED-ADDRESS: family, port and address in clear."""
+        return _pack_address(self.address, _no_xor)
+
+    @classmethod
+    def decode_value(cls, value: bytes, transaction_id: bytes) -> Self:
+        """Parse family, port and address."""
+        return cls(_unpack_address(value, _no_xor, "RESPONSE-ORIGIN"))
+
+
+@_register
+@dataclass(frozen=True)
+class OtherAddress(Attribute):
+    """OTHER-ADDRESS (RFC 5780 §7.4): where the server would answer from for "change IP and port"."""
+
+    TYPE: ClassVar[int] = AttributeType.OTHER_ADDRESS
+    address: Address
+
+    def encode_value(self, transaction_id: bytes) -> bytes:
+        """As MAPPED-ADDRESS: family, port and address in clear."""
+        return _pack_address(self.address, _no_xor)
+
+    @classmethod
+    def decode_value(cls, value: bytes, transaction_id: bytes) -> Self:
+        """Parse family, port and address."""
+        return cls(_unpack_address(value, _no_xor, "OTHER-ADDRESS"))
+
+
+# CHANGE-REQUEST and RESPONSE-PORT are comprehension-required but deliberately not registered: `decode`
+# leaves them as `RawAttribute`s, so that a server without RFC 5780 behaviour discovery answers 420 as RFC
+# 5780 §6.1 asks. The discovery responder parses them with `decode_value`.
+
+
+@dataclass(frozen=True)
+class ChangeRequest(Attribute):
+    """CHANGE-REQUEST (RFC 5780 §7.2): answer from the other IP address and/or the other port."""
+
+    TYPE: ClassVar[int] = AttributeType.CHANGE_REQUEST
+    change_ip: bool
+    change_port: bool
+
+    def encode_value(self, transaction_id: bytes) -> bytes:
+        """Four bytes; flag A (0x04) changes the IP, flag B (0x02) the port."""
+        return bytes((0, 0, 0, (0x04 if self.change_ip else 0) | (0x02 if self.change_port else 0)))
+
+    @classmethod
+    def decode_value(cls, value: bytes, transaction_id: bytes) -> Self:
+        """Exactly four bytes; other bits are ignored."""
+        flags = _fixed(value, 4, "CHANGE-REQUEST")[3]
+        return cls(bool(flags & 0x04), bool(flags & 0x02))
+
+
+@dataclass(frozen=True)
+class ResponsePort(Attribute):
+    """RESPONSE-PORT (RFC 5780 §7.5): send the response to this port of the request's source address."""
+
+    TYPE: ClassVar[int] = AttributeType.RESPONSE_PORT
+    port: int
+
+    def encode_value(self, transaction_id: bytes) -> bytes:
+        """The port, then two bytes of padding."""
+        return self.port.to_bytes(2, "big") + b"\0\0"
+
+    @classmethod
+    def decode_value(cls, value: bytes, transaction_id: bytes) -> Self:
+        """Exactly four bytes."""
+        return cls(int.from_bytes(_fixed(value, 4, "RESPONSE-PORT")[:2], "big"))
 
 
 @_register
