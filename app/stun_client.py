@@ -27,8 +27,11 @@ from typing import Any, cast
 
 from rendezvous.wire.stun import (
     Address,
+    Attribute,
     ErrorCode,
     MappedAddress,
+    OtherAddress,
+    ResponseOrigin,
     StunClass,
     StunDecodeError,
     StunMessage,
@@ -73,6 +76,11 @@ class BindingSucceeded:
     server: Address
     #: Seconds since the request was last sent (retransmissions make older samples ambiguous, so newest).
     rtt: float
+    #: RFC 5780, when the server runs behaviour discovery: where the answer came from (RESPONSE-ORIGIN and
+    #: the datagram's source) and the server's other address (OTHER-ADDRESS).
+    response_origin: Address | None = None
+    other_address: Address | None = None
+    source: Address | None = None
 
 
 @dataclass(frozen=True)
@@ -107,14 +115,19 @@ class BindingTransaction:
         *,
         config: BindingConfig | None = None,
         transaction_id: bytes | None = None,
+        attributes: tuple[Attribute, ...] = (),
+        any_source: bool = False,
     ) -> None:
+        """``attributes`` go into the request (RFC 5780's CHANGE-REQUEST...); with ``any_source`` the answer
+        may come from another address than ``server`` (it did, when CHANGE-REQUEST asked for that)."""
         canonical = canonical_address(server)
         if canonical is None:
             raise ValueError(f"STUN server {server!r} is not a numeric (ip, port); resolve names first")
         self._server = canonical
         self._config = config or BindingConfig()
         self._transaction_id = transaction_id or new_transaction_id()
-        request = StunMessage(StunMethod.BINDING, StunClass.REQUEST, self._transaction_id)
+        request = StunMessage(StunMethod.BINDING, StunClass.REQUEST, self._transaction_id, attributes)
+        self._any_source = any_source
         self._request = request.encode(fingerprint=True)
         self._requests_sent = 0
         self._next_send: float | None = now  # the first request is due at once
@@ -178,7 +191,8 @@ class BindingTransaction:
 
     def receive_datagram(self, data: bytes, addr: tuple[Any, ...], now: float) -> None:
         """Feed a datagram that arrived on the socket; anything but this transaction's response is ignored."""
-        if self._done or canonical_address(addr) != self._server or not is_stun(data):
+        source = canonical_address(addr)
+        if self._done or (source != self._server and not self._any_source) or not is_stun(data):
             return
         try:
             message = decode(data)
@@ -190,13 +204,13 @@ class BindingTransaction:
             or message.message_class not in (StunClass.SUCCESS, StunClass.ERROR)
         ):
             return
-        self._finish(self._outcome(message, now))
+        self._finish(self._outcome(message, now, source))
 
     def next_event(self) -> BindingEvent | None:
         """The next event, or None when there is none pending."""
         return self._events.popleft() if self._events else None
 
-    def _outcome(self, response: StunMessage, now: float) -> BindingEvent:
+    def _outcome(self, response: StunMessage, now: float, source: Address | None = None) -> BindingEvent:
         unknown = response.unknown_comprehension_required()
         if unknown:
             # RFC 8489 §6.3.3-6.3.4: unknown comprehension-required attributes fail the transaction.
@@ -218,7 +232,15 @@ class BindingTransaction:
             mapped = plain.address if plain else None
         if mapped is None:
             return BindingFailed("the STUN server's answer has no mapped address", self._server)
-        return BindingSucceeded(mapped, self._server, max(0.0, now - self._last_sent))
+        origin, other = response.find(ResponseOrigin), response.find(OtherAddress)
+        return BindingSucceeded(
+            mapped,
+            self._server,
+            max(0.0, now - self._last_sent),
+            response_origin=origin.address if origin else None,
+            other_address=other.address if other else None,
+            source=source,
+        )
 
     def _finish(self, event: BindingEvent) -> None:
         self._done = True

@@ -34,6 +34,8 @@ from app.identity import DeviceIdentity, IdentityError, load_or_create_identity
 from app.nat.connect import ConnectError as NatConnectError
 from app.nat.connect import Connection, ConnectOptions, Connector
 from app.nat.path_events import PathEvent
+from app.netcheck.check import LIFETIME_STEPS, resolve_host, run_network_check
+from app.netcheck.report import describe_report
 from app.peers.hub import listed_key
 from app.session.loss_repair import RepairConfig
 from app.session.peer_session import PeerSession, SessionConfig, SessionError, SessionRefused
@@ -158,8 +160,7 @@ async def cmd_whoami(args: argparse.Namespace, out: Output) -> None:
     async with _signed_in(args) as client:
         stun_port = client.stun_port
     if args.stun:
-        host, _, port = args.stun.rpartition(":")
-        stun_server = (host.strip("[]"), int(port))
+        stun_server = _host_port(args.stun)
     elif stun_port is not None:
         stun_server = (server_host(args.server), stun_port)
     else:
@@ -181,6 +182,37 @@ async def cmd_whoami(args: argparse.Namespace, out: Output) -> None:
         stun_server=f"{stun_server[0]}:{stun_server[1]}",
         rtt_ms=round(found.rtt * 1000, 2),
     )
+
+
+async def cmd_netcheck(args: argparse.Namespace, out: Output) -> None:
+    """How this network's router maps and filters UDP (RFC 5780 against the server), in plain words."""
+    if args.stun:
+        stun_server = _host_port(args.stun)
+    else:
+        async with _signed_in(args) as client:
+            stun_port = client.stun_port
+        if stun_port is None:
+            raise CliError("The server runs no STUN service; name one with --stun HOST:PORT.", EXIT_USAGE)
+        stun_server = (server_host(args.server), stun_port)
+    try:
+        resolved = await resolve_host(stun_server)
+    except OSError as exc:
+        raise CliError(f"Cannot resolve the STUN server {stun_server[0]}: {exc}", EXIT_UNREACHABLE) from exc
+    steps = LIFETIME_STEPS if args.lifetime else ()
+    if args.lifetime and not out.as_json:
+        print(
+            f"Probing how long the router keeps an idle mapping (up to {sum(steps):.0f} s)...",
+            file=sys.stderr,
+        )
+    report = await run_network_check(resolved, lifetime_steps=steps)
+    if out.as_json:
+        out.emit("netcheck", report.verdict(), server=f"{resolved[0]}:{resolved[1]}", **report.as_dict())
+        return
+    print(report.verdict())
+    for label, value in describe_report(report):
+        print(f"  {label + ':':<18} {value}")
+    if not report.udp:
+        raise CliError("UDP is blocked on this network", EXIT_UNREACHABLE, "udp_blocked")
 
 
 async def cmd_watch(args: argparse.Namespace, out: Output) -> None:
@@ -637,6 +669,14 @@ def _contact_fields(contact: Contact) -> dict[str, Any]:
     }
 
 
+def _host_port(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[V6]:PORT`` from the command line."""
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise CliError(f"{text!r} is not HOST:PORT", EXIT_USAGE)
+    return (host.strip("[]"), int(port))
+
+
 def _require_user(args: argparse.Namespace) -> str:
     user: str | None = args.user or _sessions(args).last_user(args.server)
     if not user:
@@ -696,6 +736,7 @@ COMMANDS: dict[str, tuple[Command, str]] = {
     "block": (cmd_block, "block NAME"),
     "unblock": (cmd_unblock, "unblock NAME"),
     "whoami": (cmd_whoami, "show your account and public address (from STUN)"),
+    "netcheck": (cmd_netcheck, "check how your router treats UDP: mapping, filtering, verdict (RFC 5780)"),
     "watch": (cmd_watch, "print contact, presence and signal events until Ctrl-C"),
     "connect": (cmd_connect, "find a path to contact NAME (running 'listen') and exchange echo packets"),
     "listen": (
@@ -734,8 +775,12 @@ def build_parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text, parents=[common])
         if name in NAMED:
             sub.add_argument("name", metavar="NAME")
-        if name == "whoami":
+        if name in ("whoami", "netcheck"):
             sub.add_argument("--stun", help="STUN server HOST:PORT (default: the rendezvous server's)")
+        if name == "netcheck":
+            sub.add_argument(
+                "--lifetime", action="store_true", help="also probe how long idle mappings live (minutes)"
+            )
             sub.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for STUN")
         if name in ("connect", "listen", "send", "call"):
             sub.add_argument(
