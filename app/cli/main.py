@@ -198,7 +198,7 @@ async def cmd_netcheck(args: argparse.Namespace, out: Output) -> None:
         resolved = await resolve_host(stun_server)
     except OSError as exc:
         raise CliError(f"Cannot resolve the STUN server {stun_server[0]}: {exc}", EXIT_UNREACHABLE) from exc
-    steps = LIFETIME_STEPS if args.lifetime else ()
+    steps = tuple(args.lifetime_steps or LIFETIME_STEPS) if args.lifetime else ()
     if args.lifetime and not out.as_json:
         print(
             f"Probing how long the router keeps an idle mapping (up to {sum(steps):.0f} s)...",
@@ -780,6 +780,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "netcheck":
             sub.add_argument(
                 "--lifetime", action="store_true", help="also probe how long idle mappings live (minutes)"
+            )
+            sub.add_argument(  # tests: short idle times for a router with a short UDP timeout
+                "--lifetime-steps", type=lambda t: [float(s) for s in t.split(",")], help=argparse.SUPPRESS
             )
             sub.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for STUN")
         if name in ("connect", "listen", "send", "call"):

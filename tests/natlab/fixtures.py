@@ -20,7 +20,7 @@ from tests.natlab.topology import (
 )
 
 #: What stands in front of "left" or "right": a NAT router of that type, or nothing ("public").
-HostKind = Literal["cone", "symmetric", "none", "udp_blocked", "hostile_cone", "public"]
+HostKind = Literal["cone", "symmetric", "none", "udp_blocked", "hostile_cone", "full_cone", "public"]
 
 _checked: list[str | None] = []
 

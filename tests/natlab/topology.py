@@ -23,8 +23,8 @@ from typing import Literal
 
 from tests.natlab.process import LabProcess, run_json, spawn
 
-NatType = Literal["cone", "symmetric", "none", "udp_blocked", "hostile_cone"]
-NAT_TYPES: tuple[NatType, ...] = ("cone", "symmetric", "none", "udp_blocked", "hostile_cone")
+NatType = Literal["cone", "symmetric", "none", "udp_blocked", "hostile_cone", "full_cone"]
+NAT_TYPES: tuple[NatType, ...] = ("cone", "symmetric", "none", "udp_blocked", "hostile_cone", "full_cone")
 #: The public segment (TEST-NET-3, RFC 5737: never routed on the real Internet).
 PUBLIC_NET = ipaddress.IPv4Network("203.0.113.0/24")
 SERVER_IP = "203.0.113.1"
@@ -229,10 +229,37 @@ _UDP_BLOCKED_FORWARD = """
 """
 
 
-def router_ruleset(nat: NatType) -> str:
-    """The nftables rule set for a router of kind ``nat`` (LAN device `lan`, WAN device `wan`)."""
+# full_cone: endpoint-independent filtering too — new inbound UDP on the WAN goes to the one LAN client
+# (a prerouting dnat, NOTES.md), at the port it arrived on, which masquerade kept as the client's own.
+_FULL_CONE = """table inet natlab {{
+    chain prerouting {{
+        type nat hook prerouting priority dstnat; policy accept;
+        iifname "wan" meta l4proto udp ct state new dnat ip to {client}
+    }}
+    chain postrouting {{
+        type nat hook postrouting priority srcnat; policy accept;
+        oifname "wan" masquerade
+    }}
+    chain forward {{
+        type filter hook forward priority 0; policy accept;
+        iifname "wan" ct state established,related accept
+        iifname "wan" ct status dnat accept
+        iifname "wan" drop
+    }}
+{input}}}
+"""
+
+
+def router_ruleset(nat: NatType, client: str | None = None) -> str:
+    """The nftables rule set for a router of kind ``nat`` (LAN device `lan`, WAN device `wan`).
+
+    ``client``: the LAN host a full-cone router sends new inbound UDP to.
+    """
     if nat == "none":
         return ""  # plain routing, no filtering: the LAN is reachable from the public segment
+    if nat == "full_cone":
+        assert client is not None, "a full-cone router needs its one LAN client"
+        return _FULL_CONE.format(client=client, input=_WAN_INPUT_DROP)
     # Plain masquerade keeps the source port when free and reuses one mapping for every destination:
     # endpoint-independent mapping, address+port-dependent filtering ("port-restricted cone").
     # `fully-random` picks a new random port per destination ip:port: symmetric NAT.
@@ -418,7 +445,8 @@ class Lab:
             rules = ""
             if router is not None:
                 sysctls.append("net.ipv4.ip_forward=1")
-                rules = router_ruleset(router.nat)
+                clients = [h.ip for h in self.hosts.values() if h.router == router.name]
+                rules = router_ruleset(router.nat, clients[0] if clients else None)
             # Loss: each end drops on ingress, so each direction loses loss_percent.
             lossy = [u for u in self._uplinks.values() if u.spec.loss_percent > 0]
             for i, u in enumerate(lossy):

@@ -1,0 +1,63 @@
+"""The network check against real Linux NAT routers (namespaces, nftables): each router behaviour the lab
+builds is classified as it is, by `punchline-cli netcheck` run on a host behind it, against our rendezvous
+server with a second address (RFC 5780 "change IP")."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from tests.natlab.cli import Peers
+from tests.natlab.fixtures import HostKind, LabFactory
+
+ALT_IP = "203.0.113.2"  # the lab gives the server this second address (server_extra_ips=1)
+
+
+async def netcheck(nat_lab: LabFactory, kind: HostKind, *extra: str, udp_timeout: int | None = None) -> Any:
+    lab = nat_lab(kind, None, server_extra_ips=1, udp_timeout=udp_timeout)
+    peers = Peers(lab)
+    await peers.start_server("--stun-alt-ip", ALT_IP)
+    argv = ["python", "-m", "app.cli.main", "netcheck", "--stun", f"{lab.server.ip}:3478", "--json", *extra]
+    proc = await lab.spawn("left", *argv, stdin=False)
+    assert proc.proc.stdout is not None
+    out = await proc.proc.stdout.read()
+    await proc.wait(60)
+    return json.loads(out.decode().splitlines()[-1])
+
+
+@pytest.mark.parametrize(
+    ("kind", "mapping", "filtering", "behind_nat"),
+    [
+        ("cone", "endpoint-independent", "address-and-port-dependent", True),
+        ("symmetric", "address-and-port-dependent", "address-and-port-dependent", True),
+        ("full_cone", "endpoint-independent", "endpoint-independent", True),
+        ("none", "endpoint-independent", "endpoint-independent", False),
+    ],
+)
+async def test_each_router_is_classified_as_it_behaves(
+    nat_lab: LabFactory, kind: HostKind, mapping: str, filtering: str, behind_nat: bool
+) -> None:
+    report = await netcheck(nat_lab, kind)
+    assert report["udp"] is True
+    assert (report["mapping"], report["filtering"], report["behind_nat"]) == (mapping, filtering, behind_nat)
+    assert report["server_addresses"] == 2
+    if kind == "symmetric":
+        assert report["port_preserved"] is False  # fully-random masquerade
+        assert "new port for every destination" in report["verdict"]
+    elif kind == "cone":
+        assert report["port_preserved"] is True
+        assert report["verdict"].startswith("Your router is peer-friendly")
+
+
+async def test_a_network_without_udp_is_said_plainly(nat_lab: LabFactory) -> None:
+    report = await netcheck(nat_lab, "udp_blocked")
+    assert report["udp"] is False
+    assert "lets no UDP out" in report["verdict"]
+
+
+async def test_a_short_mapping_lifetime_is_measured(nat_lab: LabFactory) -> None:
+    """A router that forgets idle UDP mappings after 3 s: alive after 2 s idle, not after 4."""
+    report = await netcheck(nat_lab, "cone", "--lifetime", "--lifetime-steps", "1,2,4,8", udp_timeout=3)
+    assert report["mapping_lifetime"] == 2.0
