@@ -5,6 +5,8 @@ server with a second address (RFC 5780 "change IP")."""
 from __future__ import annotations
 
 import json
+import re
+import shutil
 from typing import Any
 
 import pytest
@@ -61,3 +63,44 @@ async def test_a_short_mapping_lifetime_is_measured(nat_lab: LabFactory) -> None
     """A router that forgets idle UDP mappings after 3 s: alive after 2 s idle, not after 4."""
     report = await netcheck(nat_lab, "cone", "--lifetime", "--lifetime-steps", "1,2,4,8", udp_timeout=3)
     assert report["mapping_lifetime"] == 2.0
+
+
+NATDISCOVERY_TERMS = {
+    "Endpoint Independent": "endpoint-independent",
+    "Address Dependent": "address-dependent",
+    "Address and Port Dependent": "address-and-port-dependent",
+}
+
+
+@pytest.mark.skipif(
+    shutil.which("turnutils_natdiscovery") is None, reason="coturn's natdiscovery is not installed"
+)
+@pytest.mark.parametrize("kind", ["cone", "symmetric", "full_cone"])
+async def test_coturns_natdiscovery_agrees_with_our_check(nat_lab: LabFactory, kind: HostKind) -> None:
+    """coturn's RFC 5780 client, run behind the same router against our server, finds the same behaviour."""
+    lab = nat_lab(kind, None, server_extra_ips=1)
+    peers = Peers(lab)
+    await peers.start_server("--stun-alt-ip", ALT_IP)
+    tool = await lab.spawn(
+        "left",
+        "timeout",
+        "30",
+        "turnutils_natdiscovery",
+        "-m",
+        "-f",
+        "-p",
+        "3478",
+        lab.server.ip,
+        stdin=False,
+    )
+    assert tool.proc.stdout is not None
+    output = (await tool.proc.stdout.read()).decode(errors="replace")
+    await tool.wait(40)
+    found = re.findall(r"NAT with (.+?) (Mapping|Filtering)!", output)
+    theirs = {what: NATDISCOVERY_TERMS[term] for term, what in found}
+    argv = ["python", "-m", "app.cli.main", "netcheck", "--stun", f"{lab.server.ip}:3478", "--json"]
+    proc = await lab.spawn("left", *argv, stdin=False)
+    assert proc.proc.stdout is not None
+    ours = json.loads((await proc.proc.stdout.read()).decode().splitlines()[-1])
+    await proc.wait(60)
+    assert theirs == {"Mapping": ours["mapping"], "Filtering": ours["filtering"]}, output
