@@ -81,6 +81,7 @@ async def start_demo(folder: Path, names: tuple[str, ...] = DEMO_USERS) -> Demo:
             host="127.0.0.1",
             port=0,
             stun_port=0,
+            stun_alt_port=0,  # the network check's RFC 5780 tests (one address: "change port" only)
             data_dir=folder / "server",
             limits=Limits(registrations_per_ip_per_hour=1000),
         )

@@ -142,3 +142,22 @@ async def test_a_call_is_placed_accepted_and_hung_up(windows: tuple[Demo, MainWi
     assert (record_dir / "heard-1.wav").exists()  # the ringtone went to the "speaker" first
     heard = record_dir / "heard-2.wav"
     assert abs(pitch(segment(heard, 1.0, 2.0)) - 440) < 20
+
+
+async def test_the_network_check_runs_after_sign_in_and_shows_its_report(
+    windows: tuple[Demo, MainWindow, MainWindow],
+) -> None:
+    _, alice, _ = windows
+    # Started by open_main_window; pytest-qt may have run its first step outside the loop between the
+    # fixture and the test (it processes Qt events there), which kills it: start it again if so.
+    alice.start_network_check()
+    await wait_for(lambda: alice.network_report is not None, what="the network check's report")
+    alice.show_network_check()
+    dialog = alice.network_dialog
+    assert dialog.verdict.text().startswith("You are not behind a NAT")  # loopback
+    assert dialog.values["UDP"].text() == "works"
+    # One server address (the demo's): "change port" only, so the two mildest behaviours look alike.
+    assert dialog.values["Mapping"].text() == "endpoint-independent or address-dependent"
+    dialog.again.click()
+    assert not dialog.again.isEnabled()  # checking
+    await wait_for(dialog.again.isEnabled, what="the second check")

@@ -38,17 +38,20 @@ from PySide6.QtWidgets import (
 from app.gui.call_window import CallWindow
 from app.gui.contact_list import ContactList, dropped_paths
 from app.gui.icons import icon
+from app.gui.netcheck_dialog import NetworkCheckDialog
 from app.gui.offer_banner import OfferBanner
 from app.gui.status_panel import StatusPanel
 from app.gui.transfers_panel import TransfersPanel
 from app.identity import DeviceIdentity
 from app.nat.connect import ConnectError, ConnectOptions
+from app.netcheck.check import resolve_host, run_network_check
+from app.netcheck.report import NetworkReport
 from app.peers import events as pe
 from app.peers.hub import Event, PeerHub
 from app.peers.transfer_list import TransferList, TransferRecord, title_of
 from app.session.peer_session import SessionError
 from app.signalling import events as sev
-from app.signalling.client import ServerError, SignallingClient, SignallingError
+from app.signalling.client import ServerError, SignallingClient, SignallingError, server_host
 from app.transfer import events as tev
 from app.transfer.inbox import Inbox
 from app.transfer.outbox import NothingToSend
@@ -132,6 +135,10 @@ class MainWindow(QMainWindow):
         self.offers: dict[str, OfferBanner] = {}
         self.calls: dict[str, CallWindow] = {}
         self.close_to_tray = False
+        self.network_report: NetworkReport | None = None
+        self._checking: asyncio.Future[None] | None = None
+        self.network_dialog = NetworkCheckDialog(self)
+        self.network_dialog.again.clicked.connect(self.start_network_check)
         # During a call the status panel shows the call's live numbers (jitter, loss), refreshed each second.
         self._live_status = QTimer(self)
         self._live_status.setInterval(1000)
@@ -213,6 +220,7 @@ class MainWindow(QMainWindow):
         self.tray_option.setEnabled(QSystemTrayIcon.isSystemTrayAvailable())
         self.tray_option.toggled.connect(self._set_close_to_tray)
         menu.addAction(self.tray_option)
+        self._action(menu, "&Network check…", None, self.show_network_check)
         menu.addSeparator()
         self._action(menu, "&Sign out", None, self.sign_out_requested.emit)
         self._action(menu, "&Quit", "Ctrl+Q", self.quit_requested.emit)
@@ -251,6 +259,34 @@ class MainWindow(QMainWindow):
     def attach(self, hub: PeerHub) -> None:
         """The hub this window drives (its events come to `handle`)."""
         self.hub = hub
+
+    # --- the network check -----------------------------------------------------------------------------
+
+    def start_network_check(self) -> None:
+        """Run the network check quietly (after sign-in, and on "Check again")."""
+        if self._checking is None or self._checking.done():
+            self.network_dialog.checking()
+            self._checking = asyncio.ensure_future(self._network_check())
+
+    async def _network_check(self) -> None:
+        stun_port = self.client.stun_port
+        if stun_port is None:
+            self.network_dialog.show_report(
+                None, "The server runs no STUN service: nothing to check against."
+            )
+            return
+        try:
+            server = await resolve_host((server_host(self.client.url), stun_port))
+            self.network_report = await run_network_check(server)
+        except (OSError, SignallingError) as exc:
+            self.network_dialog.show_report(None, f"The network check could not run: {exc}")
+            return
+        self.network_dialog.show_report(self.network_report)
+
+    def show_network_check(self) -> None:
+        """Open the Network check window (it shows the latest report)."""
+        self.network_dialog.show()
+        self.network_dialog.raise_()
 
     # --- the hub's events ------------------------------------------------------------------------------
 
@@ -508,6 +544,9 @@ class MainWindow(QMainWindow):
         """Hang up, stop transfers (resumable), close the hub and the client."""
         for window in list(self.calls.values()):
             window.hide()
+        for task in [self._checking, *self._tasks]:
+            if task is not None and not task.done():
+                task.cancel()
         if self.hub is not None:
             await self.hub.close()
         with contextlib.suppress(Exception):
@@ -538,4 +577,5 @@ def open_main_window(
     )
     window.attach(hub)
     hub.start()
+    window.start_network_check()  # quietly, so the Network check window has an answer when opened
     return window
