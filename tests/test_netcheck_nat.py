@@ -11,7 +11,9 @@ from typing import Any
 
 import pytest
 
-from tests.natlab.cli import Peers
+from app.netcheck.report import NetworkReport, pair_verdict
+from tests.conftest import PASSWORD
+from tests.natlab.cli import Peers, read_until
 from tests.natlab.fixtures import HostKind, LabFactory
 
 ALT_IP = "203.0.113.2"  # the lab gives the server this second address (server_extra_ips=1)
@@ -104,3 +106,42 @@ async def test_coturns_natdiscovery_agrees_with_our_check(nat_lab: LabFactory, k
     ours = json.loads((await proc.proc.stdout.read()).decode().splitlines()[-1])
     await proc.wait(60)
     assert theirs == {"Mapping": ours["mapping"], "Filtering": ours["filtering"]}, output
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        ("cone", "cone", "direct likely", "direct"),
+        ("full_cone", "symmetric", "direct likely", "direct"),
+        ("cone", "symmetric", "will use the relay", "relayed"),
+        ("symmetric", "symmetric", "will use the relay", "relayed"),
+    ],
+)
+async def test_pair_verdicts_match_what_the_connection_code_achieves(
+    nat_lab: LabFactory, monkeypatch: pytest.MonkeyPatch, case: tuple[HostKind, HostKind, str, str]
+) -> None:
+    """Both sides check first (``--netcheck``) and tell each other; the verdict from the two reports is what
+    the connection then does — and a hopeless pair goes straight to the relay, saying why."""
+    left, right, verdict, kind = case
+    monkeypatch.setenv("PUNCHLINE_PASSWORD", PASSWORD)
+    lab = nat_lab(left, right, server_extra_ips=1)
+    peers = Peers(lab)
+    await peers.start_server("--stun-alt-ip", ALT_IP)
+    await peers.befriend()
+    listener = await lab.spawn("right", *peers.argv("bob", "listen", "--netcheck"), stdin=False)
+    theirs = json.loads(await listener.read_line(30))
+    assert theirs["event"] == "netcheck"
+    assert json.loads(await listener.read_line(15))["event"] == "listening"
+    argv = peers.argv("alice", "connect", "bob", "--netcheck", "--count", "3", "--interval", "0.1")
+    proc = await lab.spawn("left", *argv, stdin=False)
+    lines = await read_until(proc, lambda line: line["event"] == "summary", timeout=60)
+    ours = next(line for line in lines if line["event"] == "netcheck")
+    expected, _ = pair_verdict(
+        NetworkReport(udp=True, mapping=ours["mapping"], filtering=ours["filtering"]),
+        NetworkReport(udp=True, mapping=theirs["mapping"], filtering=theirs["filtering"]),
+    )
+    assert expected == verdict
+    path = next(line for line in lines if line["event"] == "path")
+    assert path["kind"] == kind, path
+    if kind == "relayed":
+        assert path["reason"].startswith("the network checks said so"), path

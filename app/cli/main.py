@@ -280,6 +280,12 @@ async def _connecting(
     async with _signed_in(args) as client:
         options = ConnectOptions(force_relay=args.force_relay, allow_loopback=args.allow_loopback)
         connector = Connector(client.send_signal, client.get_ice_servers, options)
+        if args.netcheck and client.stun_port is not None:
+            # Our router's behaviour goes with every offer; two hopeless routers then skip direct checks.
+            server = await resolve_host((server_host(args.server), client.stun_port))
+            report = await run_network_check(server, port_mapping=False)
+            connector.set_network(*report.declared())
+            out.emit("netcheck", report.verdict(), **report.as_dict())
         router = asyncio.create_task(_route_signals(client, connector, out))
         try:
             yield client, connector
@@ -784,6 +790,7 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument(  # tests: short idle times for a router with a short UDP timeout
                 "--lifetime-steps", type=lambda t: [float(s) for s in t.split(",")], help=argparse.SUPPRESS
             )
+        if name == "whoami":
             sub.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for STUN")
         if name in ("connect", "listen", "send", "call"):
             sub.add_argument(
@@ -792,6 +799,11 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument(
                 "--allow-loopback", action="store_true", help=argparse.SUPPRESS
             )  # one-host tests
+            sub.add_argument(
+                "--netcheck",
+                action="store_true",
+                help="check the router first and tell peers (a hopeless direct path is then not tried)",
+            )
             sub.add_argument(
                 "--no-loss-repair",
                 action="store_true",

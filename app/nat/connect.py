@@ -24,13 +24,14 @@ import logging
 import secrets
 import socket
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from app.nat.candidates import Candidate, NatMapping, parse_candidates, parse_nat_mapping
 from app.nat.hole_punch import HolePunchConfig
 from app.nat.peer_link import GatherConfig, GatherResult, PeerLink, RelayServer
+from app.netcheck.report import NetworkReport, pair_verdict
 from app.signalling.events import SignalReceived
 from rendezvous.wire.signalling import IceServer
 from rendezvous.wire.stun import Address
@@ -59,6 +60,10 @@ class ConnectOptions:
     #: How long to wait for the peer's answer, then for a first working path.
     answer_timeout: float = 15.0
     path_timeout: float = 10.0
+    #: Our router's behaviour from the network check (`app.netcheck`), told to the peer with each offer and
+    #: answer; when both sides' say a direct path is hopeless, only the relay is tried.
+    nat_mapping: NatMapping = "unknown"
+    nat_filtering: NatMapping = "unknown"  # the same four words, for filtering
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,7 @@ class PunchParameters:
     password: str = field(repr=False)
     candidates: tuple[Candidate, ...]
     nat_mapping: NatMapping = "unknown"
+    nat_filtering: NatMapping = "unknown"  # the same four words, for filtering
 
     def to_payload(self, kind: str) -> dict[str, Any]:
         """The signalling payload (module docstring)."""
@@ -80,6 +86,7 @@ class PunchParameters:
             "pwd": self.password,
             "candidates": [c.to_dict() for c in self.candidates],
             "nat": self.nat_mapping,
+            "filtering": self.nat_filtering,
         }
 
     @classmethod
@@ -95,7 +102,11 @@ class PunchParameters:
         candidates, dropped = parse_candidates(payload.get("candidates"), allow_loopback=allow_loopback)
         for reason in dropped:
             log.info("peer candidate dropped: %s", reason)
-        return cls(session, ufrag, password, tuple(candidates), parse_nat_mapping(payload.get("nat")))
+        mapping, filtering = (
+            parse_nat_mapping(payload.get("nat")),
+            parse_nat_mapping(payload.get("filtering")),
+        )
+        return cls(session, ufrag, password, tuple(candidates), mapping, filtering)
 
 
 @dataclass
@@ -167,8 +178,22 @@ def _split_ice_url(url: str) -> tuple[str | None, str | None, int, str | None]:
     return scheme, host, port, transport
 
 
-def _new_parameters(session: str, gathered: GatherResult) -> PunchParameters:
-    return PunchParameters(session, secrets.token_hex(6), secrets.token_urlsafe(18), gathered.candidates)
+def _new_parameters(
+    session: str, gathered: GatherResult, options: ConnectOptions | None = None
+) -> PunchParameters:
+    mapping, filtering = (options.nat_mapping, options.nat_filtering) if options else ("unknown", "unknown")
+    return PunchParameters(
+        session, secrets.token_hex(6), secrets.token_urlsafe(18), gathered.candidates, mapping, filtering
+    )
+
+
+def hopeless_direct(mine: PunchParameters, theirs: PunchParameters) -> str | None:
+    """Why a direct path cannot work between these two routers (both measured), or None to try one."""
+    verdict, reason = pair_verdict(
+        NetworkReport(udp=True, mapping=mine.nat_mapping, filtering=mine.nat_filtering),
+        NetworkReport(udp=True, mapping=theirs.nat_mapping, filtering=theirs.nat_filtering),
+    )
+    return f"the network checks said so: {reason}" if verdict == "will use the relay" else None
 
 
 async def _prepare(servers: tuple[IceServer, ...], options: ConnectOptions) -> tuple[PeerLink, GatherResult]:
@@ -198,13 +223,15 @@ def _begin(
     controlling: bool,
     options: ConnectOptions,
 ) -> None:
+    hopeless = hopeless_direct(mine, theirs)
     punch = PeerLink.new_punch(
         controlling=controlling,
         ufrag=mine.ufrag,
         password=mine.password,
         tie_breaker=secrets.randbits(64),
         config=HolePunchConfig(
-            force_relay=options.force_relay,
+            force_relay=options.force_relay or hopeless is not None,
+            relay_reason=None if options.force_relay else hopeless,
             relay_grace=options.relay_grace,
             relay_transport=link.relay_transport,
         ),
@@ -236,6 +263,10 @@ class Connector:
         self._answers: dict[str, asyncio.Future[tuple[PunchParameters, str]]] = {}
         self._incoming: asyncio.Queue[Connection | ConnectError] = asyncio.Queue()
         self._tasks: set[asyncio.Task[None]] = set()
+
+    def set_network(self, mapping: NatMapping, filtering: NatMapping) -> None:
+        """Our router's behaviour from the network check, for the offers and answers from now on."""
+        self._options = replace(self._options, nat_mapping=mapping, nat_filtering=filtering)
 
     def handle_signal(self, event: SignalReceived) -> bool:
         """Route a signal: True if it was ours (an offer, answer or bye), False for other layers."""
@@ -270,7 +301,7 @@ class Connector:
         session = secrets.token_hex(8)
         link, gathered = await _prepare(await self._get_ice_servers(), self._options)
         try:
-            mine = _new_parameters(session, gathered)
+            mine = _new_parameters(session, gathered, self._options)
             answer: asyncio.Future[tuple[PunchParameters, str]] = asyncio.get_running_loop().create_future()
             self._answers[session] = answer
             await self._send_signal(contact, mine.to_payload(OFFER))
@@ -311,7 +342,7 @@ class Connector:
             return
         link, gathered = await _prepare(await self._get_ice_servers(), self._options)
         try:
-            mine = _new_parameters(theirs.session, gathered)
+            mine = _new_parameters(theirs.session, gathered, self._options)
             _begin(link, mine, theirs, controlling=False, options=self._options)
             await self._send_signal(offer.sender, mine.to_payload(ANSWER))
             await self._wait_for_path(link, offer.sender, gathered)

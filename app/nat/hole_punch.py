@@ -150,6 +150,9 @@ class HolePunchConfig:
     max_pairs: int = 100
     #: Use only our relay: non-relay local candidates are refused, so the peer never learns our address.
     force_relay: bool = False
+    #: Why ``force_relay`` is set, when not by the user: the pair verdict of both network checks said a
+    #: direct path is hopeless (`app.netcheck.report.pair_verdict`), so no direct check is tried.
+    relay_reason: str | None = None
     #: How we reach our own relay (TURN over TCP when UDP is blocked), reported in `PathInfo`.
     relay_transport: RelayTransport = "udp"
 
@@ -1032,7 +1035,7 @@ class HolePunch:
     def _diagnosis(self) -> str:
         """Why no direct path works, from what the checks saw, in plain words."""
         if self._config.force_relay:
-            return "relay forced by settings"
+            return self._config.relay_reason or "relay forced by settings"
         if self._config.relay_transport == "tcp":
             return "our network lets no UDP out: the relay is reached over TCP"
         signalled = [c for c in self._remote.values() if c.kind != "prflx"]

@@ -18,6 +18,8 @@ import ipaddress
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from app.nat.candidates import NatMapping, parse_nat_mapping
+
 Behaviour = Literal[
     "endpoint-independent",
     "address-dependent",
@@ -84,6 +86,10 @@ class NetworkReport:
         extra = " It even lets anyone answer (full cone)." if self.filtering == "endpoint-independent" else ""
         cgnat = " Your provider shares one public address among customers (CGNAT)." if self.cgnat else ""
         return f"Your router is peer-friendly: direct calls will work with most friends.{extra}{cgnat}"
+
+    def declared(self) -> tuple[NatMapping, NatMapping]:
+        """Mapping and filtering as a connection offer declares them (an undecided pair is "unknown")."""
+        return parse_nat_mapping(self.mapping), parse_nat_mapping(self.filtering)
 
     def as_dict(self) -> dict[str, Any]:
         """For ``--json``: every field, and the derived ones."""
