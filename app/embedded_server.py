@@ -15,7 +15,7 @@ from app.identity import DeviceIdentity, load_or_create_identity
 from app.nat.peer_link import route_address
 from app.signalling.client import Credentials, SignallingClient
 from rendezvous.config import DEFAULT_PORT, DEFAULT_STUN_PORT, Limits, ServerConfig, TurnConfig
-from rendezvous.server import RendezvousServer
+from rendezvous.server import RendezvousServer, StartupError
 
 DEMO_USERS = ("alice", "bob")
 
@@ -76,16 +76,7 @@ class Demo:
 
 async def start_demo(folder: Path, names: tuple[str, ...] = DEMO_USERS) -> Demo:
     """A server on loopback (fresh database in ``folder``), accounts ``names``, all contacts of each other."""
-    server = await RendezvousServer.start(
-        ServerConfig(
-            host="127.0.0.1",
-            port=0,
-            stun_port=0,
-            stun_alt_port=0,  # the network check's RFC 5780 tests (one address: "change port" only)
-            data_dir=folder / "server",
-            limits=Limits(registrations_per_ip_per_hour=1000),
-        )
-    )
+    server = await _loopback_server(folder / "server")
     users: list[DemoUser] = []
     try:
         for name in names:
@@ -103,3 +94,24 @@ async def start_demo(folder: Path, names: tuple[str, ...] = DEMO_USERS) -> Demo:
         await Demo(server, users).close()
         raise
     return Demo(server, users)
+
+
+async def _loopback_server(data_dir: Path) -> RendezvousServer:
+    """The demo's server on 127.0.0.1, with 127.0.0.2 as its second address for the network check's
+    "change IP" test where the system has it (Linux routes all of 127/8 to loopback; macOS does not)."""
+    for alt_ip in ("127.0.0.2", None):
+        config = ServerConfig(
+            host="127.0.0.1",
+            port=0,
+            stun_port=0,
+            stun_alt_port=0,
+            stun_alt_ip=alt_ip,
+            data_dir=data_dir,
+            limits=Limits(registrations_per_ip_per_hour=1000),
+        )
+        try:
+            return await RendezvousServer.start(config)
+        except StartupError:
+            if alt_ip is None:
+                raise
+    raise AssertionError("unreachable")

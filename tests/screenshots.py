@@ -62,6 +62,9 @@ async def shoot(out: Path, scratch: Path) -> None:
         await until(lambda: alice.contact_list.rows() == ["●  bob — online"], "bob online")
         alice.select("bob")
         bob.select("alice")
+        for window in windows:  # as the app does after sign-in: the pair verdict needs both
+            window.start_network_check()
+        await until(lambda: all(w.network_report is not None for w in windows), "the network checks")
 
         async def accept_offers() -> None:
             while True:

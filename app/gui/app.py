@@ -169,6 +169,7 @@ async def run_signed_in(args: argparse.Namespace) -> int:
                 lan = lan_address() or "this computer's address"
                 window.say(f"Hosting a server: others on your network sign in at ws://{lan}:{server.port}")
             window.show()
+            window.start_network_check()  # quietly: the Network check window and the pair verdicts use it
             await _shown(args, "main window")
             reason = await _first(ended.get(), quit_requested.wait())
             if reason == SIGNED_OUT:
@@ -220,6 +221,7 @@ async def run_demo(args: argparse.Namespace) -> int:
             window.select(other)
             window.say(f"Demo: {other} is in the other window. Drop a file on {other}, or press Call.")
             window.show()
+            window.start_network_check()
             windows.append(window)
         await _shown(args, "demo windows")
         await quit_requested.wait()

@@ -282,6 +282,8 @@ class MainWindow(QMainWindow):
             self.network_dialog.show_report(None, f"The network check could not run: {exc}")
             return
         self.network_dialog.show_report(self.network_report)
+        if self.hub is not None:
+            self.hub.set_network_report(self.network_report)
 
     def show_network_check(self) -> None:
         """Open the Network check window (it shows the latest report)."""
@@ -577,5 +579,4 @@ def open_main_window(
     )
     window.attach(hub)
     hub.start()
-    window.start_network_check()  # quietly, so the Network check window has an answer when opened
     return window

@@ -120,6 +120,17 @@ class Connection:
     gather_problems: tuple[str, ...]
     #: The peer's device id (from signalling): which of the contact's keys the session should meet.
     peer_device: str = ""
+    #: Both sides' parameters, with the router behaviour each declared (`pair_verdict` reads them).
+    mine: PunchParameters | None = None
+    theirs: PunchParameters | None = None
+
+    def pair_verdict(self) -> tuple[str, str] | None:
+        """What both network checks predict for this pair, and why; None unless both sides measured."""
+        if self.mine is None or self.theirs is None:
+            return None
+        if "unknown" in (self.mine.nat_mapping, self.theirs.nat_mapping):
+            return None
+        return pair_verdict(_report(self.mine), _report(self.theirs))
 
     def close(self) -> None:
         """Close the link (the peer notices through consent failure, or a bye sent by the caller of this)."""
@@ -187,12 +198,13 @@ def _new_parameters(
     )
 
 
+def _report(parameters: PunchParameters) -> NetworkReport:
+    return NetworkReport(udp=True, mapping=parameters.nat_mapping, filtering=parameters.nat_filtering)
+
+
 def hopeless_direct(mine: PunchParameters, theirs: PunchParameters) -> str | None:
     """Why a direct path cannot work between these two routers (both measured), or None to try one."""
-    verdict, reason = pair_verdict(
-        NetworkReport(udp=True, mapping=mine.nat_mapping, filtering=mine.nat_filtering),
-        NetworkReport(udp=True, mapping=theirs.nat_mapping, filtering=theirs.nat_filtering),
-    )
+    verdict, reason = pair_verdict(_report(mine), _report(theirs))
     return f"the network checks said so: {reason}" if verdict == "will use the relay" else None
 
 
@@ -317,7 +329,7 @@ class Connector:
         except BaseException:
             link.close()
             raise
-        return Connection(contact, session, link, True, gathered.problems, device)
+        return Connection(contact, session, link, True, gathered.problems, device, mine, theirs)
 
     async def accept(self) -> Connection:
         """The next incoming connection that found a path (raises `ConnectError` for one that did not)."""
@@ -354,7 +366,16 @@ class Connector:
             link.close()
             raise
         await self._incoming.put(
-            Connection(offer.sender, theirs.session, link, False, gathered.problems, offer.sender_device)
+            Connection(
+                offer.sender,
+                theirs.session,
+                link,
+                False,
+                gathered.problems,
+                offer.sender_device,
+                mine,
+                theirs,
+            )
         )
 
     async def _wait_for_path(self, link: PeerLink, peer: str, gathered: GatherResult) -> None:

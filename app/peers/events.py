@@ -28,6 +28,8 @@ class PeerState:
     #: "End-to-end encrypted …" once the session is up, with how the contact's key is known.
     encryption: str | None = None
     safety_number: str | None = None
+    #: What both sides' network checks predicted for this pair ("direct likely: ..."), when both ran.
+    pair_verdict: str | None = None
     #: The last thing that went wrong, in plain words (cleared when a session starts).
     problem: str | None = None
 

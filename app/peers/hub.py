@@ -25,6 +25,7 @@ from typing import Any
 from app.identity import DeviceIdentity
 from app.nat.connect import ConnectError, Connection, ConnectOptions, Connector
 from app.nat.path_events import PathChanged, PathEvent, PathLost, PathRecovered, PathSelected, PathStats
+from app.netcheck.report import NetworkReport
 from app.peers import events as pe
 from app.session.peer_session import PeerSession, SessionConfig, SessionError
 from app.session.trust import TrustStore, safety_number
@@ -129,6 +130,10 @@ class PeerHub:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._connector.close()
+
+    def set_network_report(self, report: NetworkReport) -> None:
+        """Our router's behaviour (the network check): told to contacts with each connection offer."""
+        self._connector.set_network(*report.declared())
 
     def state(self, peer: str) -> pe.PeerState:
         """How we are connected to ``peer`` now."""
@@ -295,6 +300,7 @@ class PeerHub:
             path=connection.link.selected_path,
             encryption=f"End-to-end encrypted (QUIC, TLS 1.3; {how})",
             safety_number=safety_number(self.identity.public_key_bytes, session.peer.key),
+            pair_verdict=" — ".join(verdict) if (verdict := connection.pair_verdict()) else None,
             problem=None,
         )
         return line

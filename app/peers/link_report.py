@@ -52,6 +52,7 @@ def link_report(state: PeerState, call: CallStats | None = None) -> list[tuple[s
         rows.append(("Loss", f"{100 * state.loss:.1f} %" if state.loss is not None else "—"))
         rows.append(("Jitter", "— (measured during a call)"))
     rows.append(("Relay", _relay(path) if path else "—"))
+    rows.append(("Pair verdict", state.pair_verdict or "— (needs both sides' network checks)"))
     rows.append(("Encryption", state.encryption or "—"))
     rows.append(("Safety number", state.safety_number or "— (shown once connected)"))
     return rows
