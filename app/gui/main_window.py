@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 
 from PySide6.QtCore import QTimer, QUrl, Signal
@@ -44,7 +45,7 @@ from app.gui.status_panel import StatusPanel
 from app.gui.transfers_panel import TransfersPanel
 from app.identity import DeviceIdentity
 from app.nat.connect import ConnectError, ConnectOptions
-from app.netcheck.check import resolve_host, run_network_check
+from app.netcheck.check import LIFETIME_STEPS, measure_lifetime, resolve_host, run_network_check
 from app.netcheck.report import NetworkReport
 from app.peers import events as pe
 from app.peers.hub import Event, PeerHub
@@ -137,6 +138,7 @@ class MainWindow(QMainWindow):
         self.close_to_tray = False
         self.network_report: NetworkReport | None = None
         self._checking: asyncio.Future[None] | None = None
+        self._lifetime: asyncio.Future[None] | None = None
         self.network_dialog = NetworkCheckDialog(self)
         self.network_dialog.again.clicked.connect(self.start_network_check)
         # During a call the status panel shows the call's live numbers (jitter, loss), refreshed each second.
@@ -284,6 +286,16 @@ class MainWindow(QMainWindow):
         self.network_dialog.show_report(self.network_report)
         if self.hub is not None:
             self.hub.set_network_report(self.network_report)
+        if self.network_report.server_addresses and (self._lifetime is None or self._lifetime.done()):
+            self._lifetime = asyncio.ensure_future(self._measure_lifetime(server))
+
+    async def _measure_lifetime(self, server: tuple[str, int]) -> None:
+        """In the background, idle mappings at growing idle times: "at least N s" (minutes in all)."""
+        lifetime = await measure_lifetime(server, LIFETIME_STEPS)
+        if self.network_report is not None:
+            self.network_report = replace(self.network_report, mapping_lifetime=lifetime)
+            if self._checking is None or self._checking.done():
+                self.network_dialog.show_report(self.network_report)
 
     def show_network_check(self) -> None:
         """Open the Network check window (it shows the latest report)."""
@@ -546,7 +558,7 @@ class MainWindow(QMainWindow):
         """Hang up, stop transfers (resumable), close the hub and the client."""
         for window in list(self.calls.values()):
             window.hide()
-        for task in [self._checking, *self._tasks]:
+        for task in [self._checking, self._lifetime, *self._tasks]:
             if task is not None and not task.done():
                 task.cancel()
         if self.hub is not None:

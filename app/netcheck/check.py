@@ -18,6 +18,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ipaddress
 import socket
 from collections.abc import Sequence
 
@@ -61,7 +63,10 @@ async def run_network_check(
         hairpin = await _hairpinning(probe, public)
     finally:
         probe.close()
-    lifetime = await _lifetime(server, lifetime_steps) if lifetime_steps and other is not None else None
+    lifetime = (
+        await measure_lifetime(server, lifetime_steps) if lifetime_steps and other is not None else None
+    )
+    gateway = await detect_port_mapping() if port_mapping else None
     return NetworkReport(
         udp=True,
         local=local,
@@ -71,7 +76,9 @@ async def run_network_check(
         port_preserved=public[1] == local[1],
         hairpinning=hairpin,
         mapping_lifetime=lifetime,
-        port_mapping=await detect_port_mapping() if port_mapping else None,
+        port_mapping=gateway.protocol if gateway else None,
+        gateway_external_ip=gateway.external_ip if gateway else None,
+        ipv6=global_ipv6(),
         server_addresses=0 if other is None else 2 if other[0] != server[0] else 1,
     )
 
@@ -130,7 +137,16 @@ async def _hairpinning(probe: ProbeSocket, public: Address) -> bool:
     return False
 
 
-async def _lifetime(server: Address, steps: Sequence[float]) -> float | None:
+def global_ipv6() -> str | None:
+    """This machine's global IPv6 source address, if it has a route to the IPv6 internet."""
+    found = route_address(("2001:db8::1", 9))  # documentation prefix: a connected UDP socket sends nothing
+    with contextlib.suppress(ValueError):
+        if found is not None and ipaddress.ip_address(found).is_global:
+            return found
+    return None
+
+
+async def measure_lifetime(server: Address, steps: Sequence[float]) -> float | None:
     """The longest idle time in ``steps`` after which our old mapping still let the server's answer in."""
     alive: float | None = None
     for idle in steps:

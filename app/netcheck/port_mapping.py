@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import socket
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 NAT_PMP_PORT = 5351
@@ -46,15 +47,35 @@ async def _ask(request: bytes, to: tuple[str, int], timeout: float) -> bytes | N
             return None
 
 
-async def detect_port_mapping(timeout: float = 1.0) -> str | None:  # noqa: ASYNC109
-    """ "NAT-PMP", "PCP" or "UPnP IGD" when the gateway answers one of them, else None."""
+@dataclass(frozen=True)
+class PortMapping:
+    """What the gateway answered: the protocol, and (NAT-PMP) the public address it says it has."""
+
+    protocol: str
+    external_ip: str | None = None
+
+
+def parse_nat_pmp(reply: bytes) -> PortMapping | None:
+    """A NAT-PMP external-address answer (RFC 6886 §3.2), a PCP version error (RFC 6887 §9), or None."""
+    if len(reply) < 2:
+        return None
+    if reply[0] != 0:
+        return PortMapping("PCP")
+    if len(reply) >= 12 and reply[1] == 128 and reply[2:4] == b"\0\0":  # opcode 128, result 0
+        return PortMapping("NAT-PMP", socket.inet_ntoa(reply[8:12]))
+    return PortMapping("NAT-PMP")
+
+
+async def detect_port_mapping(timeout: float = 1.0) -> PortMapping | None:  # noqa: ASYNC109
+    """The gateway's port-mapping protocol, if it answers one (NAT-PMP, PCP or UPnP IGD), else None."""
     gateway = default_gateway()
     nat_pmp, upnp = await asyncio.gather(
         _ask(b"\x00\x00", (gateway, NAT_PMP_PORT), timeout) if gateway else asyncio.sleep(0, None),
         _ask(_SEARCH, SSDP, timeout),
     )
-    if nat_pmp is not None and len(nat_pmp) >= 2:
-        return "NAT-PMP" if nat_pmp[0] == 0 else "PCP"  # a PCP server answers version 2
+    found = parse_nat_pmp(nat_pmp) if nat_pmp is not None else None
+    if found is not None:
+        return found
     if upnp is not None and upnp.startswith(b"HTTP/1.1 200"):
-        return "UPnP IGD"
+        return PortMapping("UPnP IGD")
     return None

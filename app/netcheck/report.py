@@ -45,6 +45,11 @@ class NetworkReport:
     mapping_lifetime: float | None = None
     #: "NAT-PMP", "PCP" or "UPnP IGD" when the LAN gateway answers one, else None (not opened anything).
     port_mapping: str | None = None
+    #: The public address the gateway itself says it has (NAT-PMP): private or shared while STUN sees
+    #: another one means a second NAT beyond the home router.
+    gateway_external_ip: str | None = None
+    #: A global IPv6 address of this machine, if it has one (IPv6 needs no NAT: reachable as it is).
+    ipv6: str | None = None
     #: Whether the STUN server supports RFC 5780 (with one address, some answers stay "A or B").
     server_addresses: int = 0
 
@@ -59,6 +64,14 @@ class NetworkReport:
     def cgnat(self) -> bool:
         """The public address is in the carrier-grade NAT range (100.64.0.0/10, RFC 6598)."""
         return self.public is not None and _in(self.public[0], "100.64.0.0/10")
+
+    @property
+    def double_nat(self) -> bool:
+        """The home router's own WAN address is private or shared (CGNAT) — another NAT is beyond it."""
+        outer = self.gateway_external_ip
+        if outer is None or self.public is None or outer == self.public[0]:
+            return False
+        return _in(outer, "100.64.0.0/10") or ipaddress.ip_address(outer).is_private
 
     @property
     def symmetric(self) -> bool:
@@ -85,6 +98,8 @@ class NetworkReport:
             )
         extra = " It even lets anyone answer (full cone)." if self.filtering == "endpoint-independent" else ""
         cgnat = " Your provider shares one public address among customers (CGNAT)." if self.cgnat else ""
+        if self.double_nat:
+            cgnat += " There is a second NAT beyond your router (its own WAN address is private)."
         return f"Your router is peer-friendly: direct calls will work with most friends.{extra}{cgnat}"
 
     def declared(self) -> tuple[NatMapping, NatMapping]:
@@ -93,7 +108,8 @@ class NetworkReport:
 
     def as_dict(self) -> dict[str, Any]:
         """For ``--json``: every field, and the derived ones."""
-        return {**asdict(self), "behind_nat": self.behind_nat, "cgnat": self.cgnat, "verdict": self.verdict()}
+        derived = {"behind_nat": self.behind_nat, "cgnat": self.cgnat, "double_nat": self.double_nat}
+        return {**asdict(self), **derived, "verdict": self.verdict()}
 
 
 def pair_verdict(ours: NetworkReport, theirs: NetworkReport) -> tuple[PairVerdict, str]:
@@ -131,7 +147,13 @@ def describe_report(report: NetworkReport) -> list[tuple[str, str]]:
         ("UDP", "works" if report.udp else "blocked"),
         ("Public address", address(report.public)),
         ("Local address", address(report.local)),
-        ("Behind a NAT", yes_no(report.behind_nat) + (" (CGNAT)" if report.cgnat else "")),
+        (
+            "Behind a NAT",
+            yes_no(report.behind_nat)
+            + (" (CGNAT)" if report.cgnat else "")
+            + (" (double NAT)" if report.double_nat else ""),
+        ),
+        ("IPv6", report.ipv6 or "none"),
         ("Mapping", report.mapping),
         ("Port kept", yes_no(report.port_preserved)),
         ("Filtering", report.filtering),
