@@ -38,6 +38,7 @@ async def host_server(
             port=port,
             stun_port=stun_port,
             stun_alt_port=stun_port + 1 if stun_port else 0,  # RFC 5780 behaviour discovery (network check)
+            stun_alt_port_is_default=True,
             data_dir=data_dir,
             turn=turn,
         )

@@ -137,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         stun_port=args.stun_port,
         stun_alt_port=_alt_port(args.stun_alt_port, args.stun_port),
         stun_alt_ip=args.stun_alt_ip,
+        stun_alt_port_is_default=args.stun_alt_port == -1,
         data_dir=args.data,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,

@@ -115,6 +115,9 @@ class ServerConfig:
     #: turns discovery off. ``stun_alt_ip``: a second address of this machine, for "change IP" (optional).
     stun_alt_port: int | None = None
     stun_alt_ip: str | None = None
+    #: The alternate port is the default one (not chosen by the operator): if another program holds it
+    #: (a coturn on 3479), run without behaviour discovery and say so, instead of refusing to start.
+    stun_alt_port_is_default: bool = False
     #: Directory for the SQLite database; None keeps everything in memory (tests only).
     data_dir: Path | None = None
     tls_cert: Path | None = None

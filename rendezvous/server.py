@@ -259,6 +259,14 @@ async def _start_discovery(
             advertised_ip=config.turn.external_ip,
         )
     except OSError as exc:
+        if config.stun_alt_port_is_default:
+            log_event(
+                log,
+                "behaviour_discovery_off",
+                level=logging.WARNING,
+                reason=f"port {config.stun_alt_port} is taken ({exc.strerror}); see --stun-alt-port",
+            )
+            return None
         raise StartupError(
             f"Cannot open the alternate STUN port {config.stun_alt_port} ({exc.strerror}) for behaviour "
             "discovery. Choose another with --stun-alt-port, or --stun-alt-port off."
