@@ -47,7 +47,6 @@ from app.signalling.client import (
     NotConnected,
     ServerError,
     SignallingClient,
-    server_host,
 )
 from app.stun_client import StunClientError, discover_public_address
 from app.transfer.endpoint import TransferEndpoint, TransferRefused
@@ -158,13 +157,7 @@ cmd_unblock = _contact_action(SignallingClient.unblock_contact, "Unblocked {name
 async def cmd_whoami(args: argparse.Namespace, out: Output) -> None:
     """Print who we are signed in as and our public address as the STUN server sees it."""
     async with _signed_in(args) as client:
-        stun_port = client.stun_port
-    if args.stun:
-        stun_server = _host_port(args.stun)
-    elif stun_port is not None:
-        stun_server = (server_host(args.server), stun_port)
-    else:
-        raise CliError("The server runs no STUN service; name one with --stun HOST:PORT.", EXIT_USAGE)
+        stun_server = _stun_server(args, client)
     try:
         found = await discover_public_address(stun_server, timeout=args.timeout)
     except StunClientError as exc:
@@ -187,13 +180,10 @@ async def cmd_whoami(args: argparse.Namespace, out: Output) -> None:
 async def cmd_netcheck(args: argparse.Namespace, out: Output) -> None:
     """How this network's router maps and filters UDP (RFC 5780 against the server), in plain words."""
     if args.stun:
-        stun_server = _host_port(args.stun)
+        stun_server = _stun_server(args, None)
     else:
         async with _signed_in(args) as client:
-            stun_port = client.stun_port
-        if stun_port is None:
-            raise CliError("The server runs no STUN service; name one with --stun HOST:PORT.", EXIT_USAGE)
-        stun_server = (server_host(args.server), stun_port)
+            stun_server = _stun_server(args, client)
     try:
         resolved = await resolve_host(stun_server)
     except OSError as exc:
@@ -280,9 +270,9 @@ async def _connecting(
     async with _signed_in(args) as client:
         options = ConnectOptions(force_relay=args.force_relay, allow_loopback=args.allow_loopback)
         connector = Connector(client.send_signal, client.get_ice_servers, options)
-        if args.netcheck and client.stun_port is not None:
+        if args.netcheck and client.stun_server is not None:
             # Our router's behaviour goes with every offer; two hopeless routers then skip direct checks.
-            server = await resolve_host((server_host(args.server), client.stun_port))
+            server = await resolve_host(client.stun_server)
             report = await run_network_check(server, port_mapping=False)
             connector.set_network(*report.declared())
             out.emit("netcheck", report.verdict(), **report.as_dict())
@@ -675,12 +665,16 @@ def _contact_fields(contact: Contact) -> dict[str, Any]:
     }
 
 
-def _host_port(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` or ``[V6]:PORT`` from the command line."""
-    host, _, port = text.rpartition(":")
-    if not host or not port.isdigit():
-        raise CliError(f"{text!r} is not HOST:PORT", EXIT_USAGE)
-    return (host.strip("[]"), int(port))
+def _stun_server(args: argparse.Namespace, client: SignallingClient | None) -> tuple[str, int]:
+    """``--stun HOST:PORT`` (or ``[V6]:PORT``), else the signed-in server's own STUN service."""
+    if args.stun:
+        host, _, port = args.stun.rpartition(":")
+        if not host or not port.isdigit():
+            raise CliError(f"{args.stun!r} is not HOST:PORT", EXIT_USAGE)
+        return (host.strip("[]"), int(port))
+    if client is None or client.stun_server is None:
+        raise CliError("The server runs no STUN service; name one with --stun HOST:PORT.", EXIT_USAGE)
+    return client.stun_server
 
 
 def _require_user(args: argparse.Namespace) -> str:

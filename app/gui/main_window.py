@@ -52,7 +52,7 @@ from app.peers.hub import Event, PeerHub
 from app.peers.transfer_list import TransferList, TransferRecord, title_of
 from app.session.peer_session import SessionError
 from app.signalling import events as sev
-from app.signalling.client import ServerError, SignallingClient, SignallingError, server_host
+from app.signalling.client import ServerError, SignallingClient, SignallingError
 from app.transfer import events as tev
 from app.transfer.inbox import Inbox
 from app.transfer.outbox import NothingToSend
@@ -271,14 +271,14 @@ class MainWindow(QMainWindow):
             self._checking = asyncio.ensure_future(self._network_check())
 
     async def _network_check(self) -> None:
-        stun_port = self.client.stun_port
-        if stun_port is None:
+        stun_server = self.client.stun_server
+        if stun_server is None:
             self.network_dialog.show_report(
                 None, "The server runs no STUN service: nothing to check against."
             )
             return
         try:
-            server = await resolve_host((server_host(self.client.url), stun_port))
+            server = await resolve_host(stun_server)
             self.network_report = await run_network_check(server)
         except (OSError, SignallingError) as exc:
             self.network_dialog.show_report(None, f"The network check could not run: {exc}")

@@ -130,6 +130,11 @@ class SignallingClient:
         return self._identity.device_id
 
     @property
+    def stun_server(self) -> tuple[str, int] | None:
+        """Where the server's STUN service answers: its host name and STUN port (None without one)."""
+        return None if self.stun_port is None else (server_host(self.url), self.stun_port)
+
+    @property
     def connected(self) -> bool:
         """Whether the client is signed in right now."""
         return self._websocket is not None
