@@ -19,6 +19,7 @@ One transaction, client side (RFC 8489 §6.2.1, §6.3.3-6.3.4):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import socket
 from collections import deque
@@ -289,25 +290,59 @@ def _family(host: str | None) -> int:
         return socket.AF_UNSPEC
 
 
-class _BindingProtocol(asyncio.DatagramProtocol):
-    """Feeds the socket's datagrams and the loop's timer to a `BindingTransaction`; decides nothing."""
+class ProbeSocket(asyncio.DatagramProtocol):
+    """A UDP socket that runs Binding transactions one after another, and can wait for stray datagrams.
 
-    def __init__(self, transaction: BindingTransaction, loop: asyncio.AbstractEventLoop) -> None:
-        self._transaction = transaction
-        self._loop = loop
+    The asyncio adapter of `BindingTransaction`: datagrams and the loop's timer go in, requests go out.
+    One socket for several questions keeps one NAT mapping (the RFC 5780 tests of `app.netcheck` need
+    that); ``remote`` connects it, so that the kernel picks and reports the local address routing there.
+    """
+
+    def __init__(self, config: BindingConfig) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._config = config
         self._transport: asyncio.DatagramTransport | None = None
+        self._transaction: BindingTransaction | None = None
+        self._result: asyncio.Future[BindingEvent] | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self.result: asyncio.Future[BindingEvent] = loop.create_future()
+        self._others: asyncio.Queue[tuple[bytes, Address]] = asyncio.Queue()
         self.refused = False  # an ICMP port unreachable came back: nothing listens there
+
+    @classmethod
+    async def open(
+        cls,
+        local: Address | None = ("0.0.0.0", 0),  # noqa: S104 - any interface
+        *,
+        remote: Address | None = None,
+        config: BindingConfig | None = None,
+    ) -> ProbeSocket:
+        """A new socket bound to ``local`` (connected to ``remote``); raises OSError."""
+        loop = asyncio.get_running_loop()
+        _, probe = await loop.create_datagram_endpoint(
+            lambda: cls(config or BindingConfig()), local_addr=local, remote_addr=remote
+        )
+        return probe
+
+    @property
+    def local(self) -> Address:
+        """The address the socket is bound to."""
+        assert self._transport is not None
+        host, port = self._transport.get_extra_info("sockname")[:2]
+        return (str(host), int(port))
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A datagram endpoint's transport (CPython's does not subclass DatagramTransport, hence a cast).
         self._transport = cast(asyncio.DatagramTransport, transport)
-        self._process()
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        self._transaction.receive_datagram(data, addr, self._loop.time())
-        self._process()
+        result = self._result
+        if self._transaction is not None and result is not None and not result.done():
+            self._transaction.receive_datagram(data, addr, self._loop.time())
+            self._process()
+            if result.done():
+                return  # it was the answer
+        with contextlib.suppress(asyncio.QueueFull):
+            self._others.put_nowait((data, (str(addr[0]), int(addr[1]))))
 
     def error_received(self, exc: Exception) -> None:
         # ICMP errors are not answers (RFC 8489 leaves them advisory): keep retransmitting, note the hint.
@@ -317,27 +352,73 @@ class _BindingProtocol(asyncio.DatagramProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        if not self.result.done():
-            self.result.set_exception(StunClientError(f"the STUN socket closed ({exc})"))
+        if self._result is not None and not self._result.done():
+            self._result.set_exception(StunClientError(f"the STUN socket closed ({exc})"))
 
-    def _on_timer(self) -> None:
-        self._timer = None
-        self._transaction.handle_timer(self._loop.time())
+    async def binding(
+        self,
+        server: Address,
+        *attributes: Attribute,
+        any_source: bool = False,
+        config: BindingConfig | None = None,
+    ) -> BindingEvent:
+        """One Binding transaction to ``server`` from this socket (with RFC 5780 ``attributes``)."""
+        self._transaction = BindingTransaction(
+            server,
+            self._loop.time(),
+            config=config or self._config,
+            attributes=attributes,
+            any_source=any_source,
+        )
+        self._result = self._loop.create_future()
         self._process()
+        try:
+            return await self._result
+        finally:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+    def send(self, data: bytes, to: Address) -> None:
+        """A raw datagram (the hairpin test sends to our own public address)."""
+        assert self._transport is not None
+        self._transport.sendto(data, to)
+
+    async def next_datagram(self, timeout: float) -> tuple[bytes, Address] | None:  # noqa: ASYNC109
+        """The next datagram that was not an answer, or None after ``timeout`` seconds."""
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._others.get()
+        except TimeoutError:
+            return None
+
+    def close(self) -> None:
+        """Release the socket (a transaction still waiting fails with `StunClientError`)."""
+        if self._transport is not None:
+            self._transport.close()
 
     def _process(self) -> None:
-        assert self._transport is not None
-        for data, _ in self._transaction.datagrams_to_send(self._loop.time()):
-            self._transport.sendto(data)  # the socket is connected to the server
-        event = self._transaction.next_event()
-        if event is not None and not self.result.done():
-            self.result.set_result(event)
+        transaction, result = self._transaction, self._result
+        if transaction is None or result is None or self._transport is None:
+            return
+        connected = self._transport.get_extra_info("peername") is not None
+        for data, to in transaction.datagrams_to_send(self._loop.time()):
+            self._transport.sendto(data, None if connected else to)  # a connected socket takes no address
+        event = transaction.next_event()
+        if event is not None and not result.done():
+            result.set_result(event)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        when = self._transaction.get_timer()
+        when = transaction.get_timer()
         if when is not None:
             self._timer = self._loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._transaction is not None:
+            self._transaction.handle_timer(self._loop.time())
+        self._process()
 
 
 async def _resolve(loop: asyncio.AbstractEventLoop, server: Address, family: int) -> Address:
@@ -369,30 +450,25 @@ async def discover_public_address(
     loop = asyncio.get_running_loop()
     name = _format(server)
     remote = await _resolve(loop, server, _family(local_addr[0] if local_addr else None))
-    transaction = BindingTransaction(remote, loop.time(), config=config)
     started = loop.time()
     try:
-        # Connecting the socket makes the kernel pick (and report) the local address that routes there.
-        transport, protocol = await loop.create_datagram_endpoint(
-            lambda: _BindingProtocol(transaction, loop), local_addr=local_addr, remote_addr=remote
-        )
+        probe = await ProbeSocket.open(local_addr, remote=remote, config=config)
     except OSError as exc:
         raise StunClientError(f"Cannot send to STUN server {name} ({exc.strerror or exc})") from exc
     try:
-        sockname = transport.get_extra_info("sockname")
-        local = (str(sockname[0]), int(sockname[1]))
+        local = probe.local
         try:
             async with asyncio.timeout(timeout):
-                event = await protocol.result
+                event = await probe.binding(remote)
         except TimeoutError:
-            event = BindingFailed("timeout", transaction.server, timed_out=True)
+            event = BindingFailed("timeout", remote, timed_out=True)
     finally:
-        transport.close()
+        probe.close()
     if isinstance(event, BindingSucceeded):
         return PublicAddress(public=event.mapped, local=local, server=event.server, rtt=event.rtt)
     if event.timed_out:
         waited = round(loop.time() - started, 1)
-        hint = " (the host refused: is a STUN server running on that port?)" if protocol.refused else ""
+        hint = " (the host refused: is a STUN server running on that port?)" if probe.refused else ""
         raise StunTimeout(f"No answer from STUN server {name} after {waited} s{hint}")
     if event.error_code is not None:
         raise StunErrorResponse(f"STUN server {name}: {event.reason}", event.error_code)
