@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
+
+from app.desktop_options import parse_args
 
 
 def main(argv: list[str] | None = None) -> int:
     """Start the desktop app: sign in, then your contacts; or run the self-test."""
-    args = sys.argv[1:] if argv is None else argv
-    if "--self-test" in args:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.self_test:
         import platformdirs  # noqa: PLC0415
 
         from app.self_test import run as self_test  # noqa: PLC0415
 
-        config = _config_dir(args) or platformdirs.user_config_path("punchline", appauthor=False)
-        return self_test(config)
+        return self_test(args.config_dir or platformdirs.user_config_path("punchline", appauthor=False))
     try:
         from app.gui.app import run  # noqa: PLC0415 - Qt loads only when the window is wanted
     except ImportError as exc:
@@ -27,17 +27,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    return run(["punchline", *args])
-
-
-def _config_dir(args: list[str]) -> Path | None:
-    """``--config-dir DIR`` from the command line, if given (the self-test checks that folder)."""
-    for i, arg in enumerate(args):
-        if arg == "--config-dir" and i + 1 < len(args):
-            return Path(args[i + 1])
-        if arg.startswith("--config-dir="):
-            return Path(arg.split("=", 1)[1])
-    return None
+    return run(args)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ from app.session.peer_session import PeerSession, SessionConfig, SessionError, S
 from app.session.trust import TrustStore, safety_number
 from app.signalling import events as ev
 from app.signalling.client import (
+    DEFAULT_SERVER,
     ClientOptions,
     Credentials,
     NotConnected,
@@ -58,10 +59,8 @@ from app.voice.call import CallDesk, CallLink
 from app.voice.call_media import CallMedia, MediaConfig
 from app.voice.call_signalling import MESSAGE_PREFIX, CallEvent, CallRinging, CallSignalling, CallStarted
 from app.voice.opus_codec import CodecSettings
-from rendezvous.config import DEFAULT_PORT
 from rendezvous.wire.signalling import Contact
 
-DEFAULT_SERVER = f"ws://localhost:{DEFAULT_PORT}"
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 
 

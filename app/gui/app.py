@@ -19,7 +19,6 @@ import signal
 import socket
 import sys
 from collections.abc import Awaitable
-from importlib import metadata
 from pathlib import Path
 from typing import TypeVar
 
@@ -28,6 +27,7 @@ import qasync
 from PySide6.QtWidgets import QApplication, QMessageBox
 
 from app.account import AccountError, register, sign_in
+from app.desktop_options import parse_args
 from app.embedded_server import host_server, lan_address, start_demo
 from app.gui.icons import icon
 from app.gui.main_window import MainWindow, open_main_window
@@ -35,45 +35,12 @@ from app.gui.sign_in_dialog import SignInDialog
 from app.identity import load_or_create_identity
 from app.nat.connect import ConnectOptions
 from app.remembered import RememberedSignIn
-from app.signalling.client import Credentials, SignallingClient, SignallingError
+from app.signalling.client import DEFAULT_SERVER, Credentials, SignallingClient, SignallingError
 from app.voice.audio_backend import AudioBackend, DeviceAudio, FileAudio
-from rendezvous.config import DEFAULT_PORT, DEFAULT_STUN_PORT
 from rendezvous.server import StartupError
 
-DEFAULT_SERVER = f"ws://localhost:{DEFAULT_PORT}"
 T = TypeVar("T")
 SIGNED_OUT = "signed out by you"
-
-
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    """``punchline [demo] [options]``."""
-    parser = argparse.ArgumentParser(prog="punchline", description="Call friends and send them files.")
-    parser.add_argument("command", nargs="?", choices=["demo"], help="demo: two users on this computer")
-    parser.add_argument(
-        "--server", help=f"rendezvous server URL (default: the last one, or {DEFAULT_SERVER})"
-    )
-    parser.add_argument(
-        "--host-server", action="store_true", help="run a rendezvous server inside the app for your LAN"
-    )
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="signalling port of the hosted server")
-    parser.add_argument(
-        "--stun-port", type=int, default=DEFAULT_STUN_PORT, help="STUN/TURN port of the hosted server"
-    )
-    parser.add_argument("--config-dir", type=Path, help="where keys, settings and history are kept")
-    parser.add_argument("--downloads", type=Path, help="where received files go (default: your Downloads)")
-    parser.add_argument(
-        "--audio-file",
-        type=Path,
-        metavar="MIC.wav",
-        help="no sound card: send this 48 kHz mono WAV as the microphone, record what you hear",
-    )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {metadata.version('punchline')}")
-    parser.add_argument(
-        "--self-test", action="store_true", help="check Qt, Opus, PortAudio, UDP and the key store, then exit"
-    )
-    # For tests/bench/app_startup.py: print a line when the first window is on screen.
-    parser.add_argument("--report-startup", action="store_true", help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
 
 
 async def _shown(args: argparse.Namespace, what: str) -> None:
@@ -89,10 +56,9 @@ def audio_backend(args: argparse.Namespace, config_dir: Path) -> AudioBackend:
     return DeviceAudio()
 
 
-def run(argv: list[str]) -> int:
-    """Start the app; return when the user quits."""
-    args = parse_args(argv[1:])
-    app = QApplication(argv)
+def run(args: argparse.Namespace) -> int:
+    """Start the app with its parsed command line (`app.desktop_options`); return when the user quits."""
+    app = QApplication(["punchline"])
     app.setApplicationName("Punchline")
     app.setDesktopFileName("punchline")
     app.setWindowIcon(icon("punchline"))
@@ -268,4 +234,4 @@ async def _first(wanted: Awaitable[T], stop: Awaitable[object]) -> T | None:
 
 
 if __name__ == "__main__":
-    sys.exit(run(sys.argv))
+    sys.exit(run(parse_args(sys.argv[1:])))

@@ -25,6 +25,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from app.backoff import Backoff
 from app.identity import DeviceIdentity
 from app.signalling import events as ev
+from rendezvous.config import DEFAULT_PORT
 from rendezvous.wire import signalling as sig
 from rendezvous.wire.signalling import Contact, ErrorCode, IceServer
 
@@ -38,6 +39,10 @@ _FINAL_CLOSE_CODES = {
 }
 
 M = TypeVar("M", bound=sig.ServerMessage)
+
+
+#: Where a client looks for the rendezvous server unless told otherwise (the server's default port here).
+DEFAULT_SERVER = f"ws://localhost:{DEFAULT_PORT}"
 
 
 class SignallingError(Exception):
