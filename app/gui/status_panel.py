@@ -23,7 +23,8 @@ class StatusPanel(QGroupBox):
     def show_state(self, state: PeerState, call: CallStats | None = None) -> None:
         """Show ``state`` (with the call's numbers when there is a call with this contact)."""
         self.setTitle(f"Connection with {state.peer}")
-        for label, value in link_report(state, call):
+        rows = link_report(state, call)
+        for label, value in rows:
             field = self.values.get(label)
             if field is None:
                 field = QLabel()
@@ -33,7 +34,7 @@ class StatusPanel(QGroupBox):
                 self.values[label] = field
                 self._form.addRow(f"{label}:", field)
             field.setText(value)
-        shown = {label for label, _ in link_report(state, call)}
+        shown = {label for label, _ in rows}
         for label, field in self.values.items():
             field.setVisible(label in shown)
             partner = self._form.labelForField(field)
