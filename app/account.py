@@ -10,11 +10,12 @@ import ssl
 
 from websockets.exceptions import ConnectionClosed
 
+from app.errors import PunchlineError
 from app.identity import DeviceIdentity
 from app.signalling.client import (
     ClientOptions,
-    ConnectError,
     Credentials,
+    ServerUnreachable,
     SignallingClient,
     SignInError,
     connect_to_server,
@@ -22,7 +23,7 @@ from app.signalling.client import (
 from rendezvous.wire import signalling as sig
 
 
-class AccountError(Exception):
+class AccountError(PunchlineError):
     """Registering or signing in failed; ``message`` says why for people, ``code`` for programs."""
 
     def __init__(self, message: str, code: str, *, unreachable: bool = False) -> None:
@@ -33,7 +34,7 @@ class AccountError(Exception):
         self.unreachable = unreachable
 
 
-def _unreachable(exc: ConnectError) -> AccountError:
+def _unreachable(exc: ServerUnreachable) -> AccountError:
     return AccountError(str(exc), "unreachable", unreachable=True)
 
 
@@ -43,14 +44,14 @@ async def register(
     """Create the account ``username`` on ``server`` (it does not sign in)."""
     try:
         websocket = await connect_to_server(server, ClientOptions(ssl_context=ssl_context))
-    except ConnectError as exc:
+    except ServerUnreachable as exc:
         raise _unreachable(exc) from exc
     async with websocket:
         try:
             await websocket.send(sig.encode(sig.Register(id=1, username=username, password=password)))
             reply = sig.decode_server_message(await asyncio.wait_for(websocket.recv(), 30))
         except (TimeoutError, ConnectionClosed) as exc:
-            raise _unreachable(ConnectError(f"The server at {server} did not answer: {exc}")) from exc
+            raise _unreachable(ServerUnreachable(f"The server at {server} did not answer: {exc}")) from exc
         except sig.MessageError as exc:
             raise AccountError(f"The server sent something unreadable: {exc.detail}", "unreachable") from exc
     if isinstance(reply, sig.Error):
@@ -70,6 +71,6 @@ async def sign_in(
         await client.start()
     except SignInError as exc:
         raise AccountError(str(exc), exc.code) from exc
-    except ConnectError as exc:
+    except ServerUnreachable as exc:
         raise _unreachable(exc) from exc
     return client

@@ -16,10 +16,12 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from app.errors import FinalError
+
 IDENTITY_FILE = "identity.pem"
 
 
-class IdentityError(Exception):
+class IdentityError(FinalError):
     """The identity file exists but cannot be used; the message names the file and the problem."""
 
 

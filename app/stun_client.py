@@ -26,6 +26,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, cast
 
+from app.errors import FinalError, PunchlineError, TryAgainLater
 from rendezvous.wire.stun import (
     Address,
     Attribute,
@@ -252,15 +253,15 @@ class BindingTransaction:
 # --- the asyncio adapter -------------------------------------------------------------------------------
 
 
-class StunClientError(Exception):
+class StunClientError(PunchlineError):
     """Finding our public address failed; the message says why, for people."""
 
 
-class StunTimeout(StunClientError):
+class StunTimeout(StunClientError, TryAgainLater):
     """The STUN server did not answer in time."""
 
 
-class StunErrorResponse(StunClientError):
+class StunErrorResponse(StunClientError, FinalError):
     """The STUN server answered with an error response."""
 
     def __init__(self, message: str, code: int) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from app.nat.connect import ConnectError, Connection, ConnectOptions, Connector
+from app.nat.connect import Connection, ConnectOptions, Connector, NoPath
 from app.signalling import events as ev
 from app.signalling.client import SignallingClient
 from rendezvous.config import TurnConfig
@@ -111,5 +111,5 @@ async def test_a_contact_that_never_answers_times_out_with_a_clear_message(
     alice, _bob = await befriend(make_client, relay_server.url)  # bob runs no Connector
     options = ConnectOptions(allow_loopback=True, answer_timeout=0.5)
     dialer = Connector(alice.send_signal, alice.get_ice_servers, options)
-    with pytest.raises(ConnectError, match="bob did not answer the connection offer"):
+    with pytest.raises(NoPath, match="bob did not answer the connection offer"):
         await dialer.dial("bob")

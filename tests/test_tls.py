@@ -16,7 +16,7 @@ from cryptography.x509.oid import NameOID
 from websockets.asyncio.client import connect
 
 from app.identity import DeviceIdentity
-from app.signalling.client import ClientOptions, ConnectError, Credentials, SignallingClient
+from app.signalling.client import ClientOptions, Credentials, ServerUnreachable, SignallingClient
 from rendezvous.server import RendezvousServer, StartupError
 from rendezvous.wire import signalling as sig
 from tests.conftest import PASSWORD, server_config
@@ -76,7 +76,7 @@ async def test_tls_sign_in(tmp_path: Path) -> None:
         untrusting = SignallingClient(
             server.url, Credentials("alice", password=PASSWORD), DeviceIdentity.generate()
         )
-        with pytest.raises(ConnectError, match=r"CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
+        with pytest.raises(ServerUnreachable, match=r"CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
             await untrusting.start()
 
 

@@ -31,8 +31,7 @@ from app.cli.echo import echo_client, echo_server, print_path_events
 from app.cli.sessions import SavedSessions
 from app.cli.transfer_output import TransferPrinter
 from app.identity import DeviceIdentity, IdentityError, load_or_create_identity
-from app.nat.connect import ConnectError as NatConnectError
-from app.nat.connect import Connection, ConnectOptions, Connector
+from app.nat.connect import Connection, ConnectOptions, Connector, NoPath
 from app.nat.path_events import PathEvent
 from app.netcheck.check import LIFETIME_STEPS, resolve_host, run_network_check
 from app.netcheck.report import describe_report
@@ -221,7 +220,7 @@ async def cmd_connect(args: argparse.Namespace, out: Output) -> None:
         out.emit("dialing", f"connecting to {args.name}...", peer=args.name)
         try:
             connection = await connector.dial(args.name)
-        except NatConnectError as exc:
+        except NoPath as exc:
             raise CliError(str(exc), EXIT_REFUSED, "no_path") from exc
         events = asyncio.create_task(print_path_events(connection, out.emit))
         try:
@@ -250,7 +249,7 @@ async def cmd_listen(args: argparse.Namespace, out: Output) -> None:
             while True:
                 try:
                     connection = await connector.accept()
-                except NatConnectError as exc:
+                except NoPath as exc:
                     out.emit("connect_failed", f"an incoming connection failed: {exc}", reason=str(exc))
                     continue
                 task = asyncio.create_task(_serve(args, client, connection, out, inbox=inbox, desk=desk))
@@ -404,7 +403,7 @@ async def cmd_call(args: argparse.Namespace, out: Output) -> None:
             out.emit("dialing", f"calling {args.name}...", peer=args.name)
             try:
                 connection = await connector.dial(args.name)
-            except NatConnectError as exc:
+            except NoPath as exc:
                 raise CliError(str(exc), EXIT_REFUSED, "no_path") from exc
             events = asyncio.create_task(print_path_events(connection, out.emit, forward))
             try:
@@ -474,7 +473,7 @@ async def cmd_send(args: argparse.Namespace, out: Output) -> None:
             except TransferRefused as exc:
                 outbox.finished(args.to, files)
                 raise CliError(str(exc), EXIT_REFUSED, "declined") from exc
-            except (NatConnectError, SessionError, NotConnected, ServerError) as exc:
+            except (NoPath, SessionError, NotConnected, ServerError) as exc:
                 if isinstance(exc, ServerError) and exc.code != "offline":
                     raise  # refused by the server (not a contact...): trying again will not help
                 if loop.time() + delay > deadline:

@@ -44,7 +44,7 @@ from app.gui.offer_banner import OfferBanner
 from app.gui.status_panel import StatusPanel
 from app.gui.transfers_panel import TransfersPanel
 from app.identity import DeviceIdentity
-from app.nat.connect import ConnectError, ConnectOptions
+from app.nat.connect import ConnectOptions, NoPath
 from app.netcheck.check import LIFETIME_STEPS, measure_lifetime, resolve_host, run_network_check
 from app.netcheck.report import NetworkReport
 from app.peers import events as pe
@@ -493,7 +493,7 @@ class MainWindow(QMainWindow):
         self.say(f"Calling {name}…")
         try:
             link = await self.hub.call(name)
-        except (RuntimeError, ConnectError, SessionError, SignallingError) as exc:
+        except (RuntimeError, NoPath, SessionError, SignallingError) as exc:
             self.say(f"Cannot call {name}: {exc}")
             return None
         self.notice.hide()

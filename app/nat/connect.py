@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from app.errors import TryAgainLater
 from app.nat.candidates import Candidate, NatMapping, parse_candidates, parse_nat_mapping
 from app.nat.hole_punch import HolePunchConfig
 from app.nat.peer_link import GatherConfig, GatherResult, PeerLink, RelayServer
@@ -42,8 +43,8 @@ OFFER, ANSWER, BYE = "punch-offer", "punch-answer", "punch-bye"
 DEFAULT_STUN_PORT = 3478
 
 
-class ConnectError(Exception):
-    """No path to the peer; the message says why, for people."""
+class NoPath(TryAgainLater):
+    """No path to the peer now (no answer, no working candidate pair); the message says why, for people."""
 
 
 @dataclass(frozen=True)
@@ -91,12 +92,12 @@ class PunchParameters:
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any], *, allow_loopback: bool) -> PunchParameters:
-        """Parse a peer's offer or answer; raise `ConnectError` when it cannot be used at all."""
+        """Parse a peer's offer or answer; raise `NoPath` when it cannot be used at all."""
         session, ufrag, password = payload.get("session"), payload.get("ufrag"), payload.get("pwd")
         fields: list[str] = []
         for name, value in (("session", session), ("ufrag", ufrag), ("pwd", password)):
             if not isinstance(value, str) or not 0 < len(value) <= 256 or ":" in value:
-                raise ConnectError(f"the peer's connection offer has a bad {name}")
+                raise NoPath(f"the peer's connection offer has a bad {name}")
             fields.append(value)
         session, ufrag, password = fields
         candidates, dropped = parse_candidates(payload.get("candidates"), allow_loopback=allow_loopback)
@@ -273,7 +274,7 @@ class Connector:
         self._get_ice_servers = get_ice_servers
         self._options = options or ConnectOptions()
         self._answers: dict[str, asyncio.Future[tuple[PunchParameters, str]]] = {}
-        self._incoming: asyncio.Queue[Connection | ConnectError] = asyncio.Queue()
+        self._incoming: asyncio.Queue[Connection | NoPath] = asyncio.Queue()
         self._tasks: set[asyncio.Task[None]] = set()
 
     def set_network(self, mapping: NatMapping, filtering: NatMapping) -> None:
@@ -292,14 +293,14 @@ class Connector:
                         event.payload, allow_loopback=self._options.allow_loopback
                     )
                     future.set_result((parameters, event.sender_device))
-                except ConnectError as exc:
+                except NoPath as exc:
                     future.set_exception(exc)
             return True
         if kind == BYE and isinstance(session, str) and session in self._answers:
             future = self._answers[session]
             if not future.done():
                 reason = event.payload.get("reason")
-                future.set_exception(ConnectError(f"{event.sender} declined: {reason or 'no reason given'}"))
+                future.set_exception(NoPath(f"{event.sender} declined: {reason or 'no reason given'}"))
             return True
         if kind == OFFER:
             task = asyncio.create_task(self._answer(event))
@@ -321,7 +322,7 @@ class Connector:
                 async with asyncio.timeout(self._options.answer_timeout):
                     theirs, device = await answer
             except TimeoutError:
-                raise ConnectError(f"{contact} did not answer the connection offer") from None
+                raise NoPath(f"{contact} did not answer the connection offer") from None
             finally:
                 del self._answers[session]
             _begin(link, mine, theirs, controlling=True, options=self._options)
@@ -332,9 +333,9 @@ class Connector:
         return Connection(contact, session, link, True, gathered.problems, device, mine, theirs)
 
     async def accept(self) -> Connection:
-        """The next incoming connection that found a path (raises `ConnectError` for one that did not)."""
+        """The next incoming connection that found a path (raises `NoPath` for one that did not)."""
         result = await self._incoming.get()
-        if isinstance(result, ConnectError):
+        if isinstance(result, NoPath):
             raise result
         return result
 
@@ -349,7 +350,7 @@ class Connector:
     async def _answer(self, offer: SignalReceived) -> None:
         try:
             theirs = PunchParameters.from_payload(offer.payload, allow_loopback=self._options.allow_loopback)
-        except ConnectError as exc:
+        except NoPath as exc:
             await self._incoming.put(exc)
             return
         link, gathered = await _prepare(await self._get_ice_servers(), self._options)
@@ -358,7 +359,7 @@ class Connector:
             _begin(link, mine, theirs, controlling=False, options=self._options)
             await self._send_signal(offer.sender, mine.to_payload(ANSWER))
             await self._wait_for_path(link, offer.sender, gathered)
-        except ConnectError as exc:
+        except NoPath as exc:
             link.close()
             await self._incoming.put(exc)
             return
@@ -384,7 +385,7 @@ class Connector:
                 await link.wait_for_path()
         except TimeoutError:
             detail = "; ".join(gathered.problems)
-            raise ConnectError(
+            raise NoPath(
                 f"no working path to {peer} within {self._options.path_timeout:g} s"
                 + (f" ({detail})" if detail else "")
             ) from None

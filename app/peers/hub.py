@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from app.identity import DeviceIdentity
-from app.nat.connect import ConnectError, Connection, ConnectOptions, Connector
+from app.nat.connect import Connection, ConnectOptions, Connector, NoPath
 from app.nat.path_events import PathChanged, PathEvent, PathLost, PathRecovered, PathSelected, PathStats
 from app.netcheck.report import NetworkReport
 from app.peers import events as pe
@@ -192,7 +192,7 @@ class PeerHub:
                 finished = await line.endpoint.send(transfer, send.files)
             except TransferRefused:
                 break  # declined or cancelled: the endpoint said so
-            except (ConnectError, SessionError, NotConnected, ServerError) as exc:
+            except (NoPath, SessionError, NotConnected, ServerError) as exc:
                 if isinstance(exc, ServerError) and exc.code != "offline":
                     self._emit(pe.SendGaveUp(transfer, send.peer, str(exc)))
                     return
@@ -245,7 +245,7 @@ class PeerHub:
         try:
             connection = await self._connector.dial(peer)
             return await self._adopt(connection)
-        except (ConnectError, SessionError, NotConnected, ServerError) as exc:
+        except (NoPath, SessionError, NotConnected, ServerError) as exc:
             problem = (
                 f"{peer} is offline" if isinstance(exc, ServerError) and exc.code == "offline" else str(exc)
             )
@@ -256,7 +256,7 @@ class PeerHub:
         while True:
             try:
                 connection = await self._connector.accept()
-            except ConnectError as exc:
+            except NoPath as exc:
                 log.info("an incoming connection failed: %s", exc)
                 continue
             self._spawn(self._adopt_incoming(connection))

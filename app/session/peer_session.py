@@ -37,6 +37,7 @@ from qh3.quic.configuration import QuicConfiguration
 from qh3.quic.connection import QuicConnection
 from qh3.quic.packet import pull_quic_header
 
+from app.errors import FinalError, PunchlineError, TryAgainLater
 from app.identity import DeviceIdentity
 from app.nat.connect import Connection
 from app.session.auth import AuthFailed, auth_message, verify_auth
@@ -64,15 +65,19 @@ _PACED_PIECE = 8 * 1024
 _PACED_BUFFER = 16 * 1024
 
 
-class SessionError(Exception):
-    """The session could not start or has ended; the message says why, for people."""
+class SessionError(PunchlineError):
+    """The session could not start or has ended; the message says why, for people (one of the two below)."""
 
 
-class SessionRefused(SessionError):
+class SessionLost(SessionError, TryAgainLater):
+    """The session did not start in time, or ended (closed, idle, path lost): a new one may work."""
+
+
+class SessionRefused(SessionError, FinalError):
     """The peer (or we) refused the session: a wrong or changed identity key, or a bad proof."""
 
 
-class StreamAborted(SessionError):
+class StreamAborted(SessionLost):
     """The peer reset a stream, or the session ended while it was open."""
 
 
@@ -219,7 +224,7 @@ class PeerSession:
                 session.peer = await asyncio.shield(session._authenticated)
         except TimeoutError:
             session._close_quietly()
-            raise SessionError(
+            raise SessionLost(
                 f"the encrypted session with {connection.peer} did not start within "
                 f"{session._config.handshake_timeout:g} s"
             ) from None
@@ -535,7 +540,7 @@ class PeerSession:
         try:
             messages = self._decoder.feed(data)
         except ControlProtocolError as exc:
-            self._refuse(CLOSE_PROTOCOL, f"protocol error: {exc}", SessionError(str(exc)))
+            self._refuse(CLOSE_PROTOCOL, f"protocol error: {exc}", SessionLost(str(exc)))
             return
         for message in messages:
             if self._authenticated.done():
@@ -549,7 +554,7 @@ class PeerSession:
                 if message.get("type") == "welcome" and self.peer_key is not None:
                     self._authenticated.set_result(self._identify(self.peer_key, self._trust_outcome))
                 else:
-                    self._refuse(CLOSE_PROTOCOL, "expected a welcome", SessionError("bad session start"))
+                    self._refuse(CLOSE_PROTOCOL, "expected a welcome", SessionLost("bad session start"))
             else:
                 self._server_check_proof(message)
 
@@ -627,11 +632,11 @@ class PeerSession:
                 f"{peer} refused the session: {event.reason_phrase or 'identity not accepted'}"
             )
         elif event.error_code == CLOSE_NORMAL and event.reason_phrase:
-            error = SessionError(f"{peer} closed the session: {event.reason_phrase}")
+            error = SessionLost(f"{peer} closed the session: {event.reason_phrase}")
         elif event.reason_phrase.lower().startswith("idle"):
-            error = SessionError(f"no packets from {peer} for {self._config.idle_timeout:g} s")
+            error = SessionLost(f"no packets from {peer} for {self._config.idle_timeout:g} s")
         else:
-            error = SessionError(f"the session with {peer} ended: {event.reason_phrase or event.error_code}")
+            error = SessionLost(f"the session with {peer} ended: {event.reason_phrase or event.error_code}")
         if not self._authenticated.done():
             self._authenticated.set_exception(error)
         self._finish(str(error))
@@ -659,7 +664,7 @@ class PeerSession:
 
     def _check_open(self) -> None:
         if self._closed.done():
-            raise SessionError(self._closed.result())
+            raise SessionLost(self._closed.result())
 
     async def unless_closed(self, awaitable: Awaitable[T]) -> T:
         """Await ``awaitable``, or raise `SessionError` if the session ends first (for upper layers too)."""
@@ -674,4 +679,4 @@ class PeerSession:
                 task.cancel()
         if task.done() and not task.cancelled():
             return task.result()
-        raise SessionError(self._closed.result())
+        raise SessionLost(self._closed.result())

@@ -1,9 +1,9 @@
 """The signalling client: signs in to the rendezvous server and stays signed in.
 
-`SignallingClient.start` connects and signs in once (raising `SignInError` or `ConnectError` with a message
-for people). After that a background task reads pushes and, whenever the connection drops, reconnects with
-exponential backoff and jitter, signs in again with the session token and re-announces presence. Requests
-made while reconnecting fail fast with `NotConnected` rather than hanging.
+`SignallingClient.start` connects and signs in once (raising `SignInError` or `ServerUnreachable` with a
+message for people). After that a background task reads pushes and, whenever the connection drops,
+reconnects with exponential backoff and jitter, signs in again with the session token and re-announces
+presence. Requests made while reconnecting fail fast with `NotConnected` rather than hanging.
 
 Events (``app.signalling.events``) come out of `next_event` in order; `contacts` mirrors the server's view.
 """
@@ -23,6 +23,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from app.backoff import Backoff
+from app.errors import FinalError, PunchlineError, TryAgainLater
 from app.identity import DeviceIdentity
 from app.signalling import events as ev
 from rendezvous.config import DEFAULT_PORT
@@ -45,15 +46,15 @@ M = TypeVar("M", bound=sig.ServerMessage)
 DEFAULT_SERVER = f"ws://localhost:{DEFAULT_PORT}"
 
 
-class SignallingError(Exception):
+class SignallingError(PunchlineError):
     """Base of the client's errors; ``str()`` is a sentence for people."""
 
 
-class ConnectError(SignallingError):
+class ServerUnreachable(SignallingError, TryAgainLater):
     """The server could not be reached or did not speak the protocol."""
 
 
-class SignInError(SignallingError):
+class SignInError(SignallingError, FinalError):
     """The server refused to sign in (wrong password, expired token, throttled...)."""
 
     def __init__(self, code: str, message: str) -> None:
@@ -62,14 +63,30 @@ class SignInError(SignallingError):
 
 
 class ServerError(SignallingError):
-    """The server answered a request with an error (``code`` is an `ErrorCode` value)."""
+    """The server answered a request with an error (``code`` is an `ErrorCode` value).
+
+    Raised as one of its two kinds (`server_error` picks): `ContactOffline` or `ServerRefused`.
+    """
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
 
 
-class NotConnected(SignallingError):
+class ContactOffline(ServerError, TryAgainLater):
+    """The contact a signal was for has no device online now."""
+
+
+class ServerRefused(ServerError, FinalError):
+    """The server refused the request (not a contact, bad request, rate limited...)."""
+
+
+def server_error(code: str, message: str) -> ServerError:
+    """The error for a server's error reply: offline is temporary, everything else final."""
+    return ContactOffline(code, message) if code == ErrorCode.OFFLINE else ServerRefused(code, message)
+
+
+class NotConnected(SignallingError, TryAgainLater):
     """A request was made while the connection is down (the client is reconnecting or has stopped)."""
 
 
@@ -256,9 +273,9 @@ class SignallingClient:
         finally:
             self._pending.pop(request_id, None)
         if isinstance(reply, sig.Error):
-            raise ServerError(reply.code, reply.message)
+            raise server_error(reply.code, reply.message)
         if not isinstance(reply, reply_type):
-            raise ServerError(ErrorCode.BAD_MESSAGE, f"Unexpected reply {reply.TYPE!r} from the server.")
+            raise server_error(ErrorCode.BAD_MESSAGE, f"Unexpected reply {reply.TYPE!r} from the server.")
         return reply
 
     async def _connect(self) -> ClientConnection:
@@ -307,11 +324,11 @@ class SignallingClient:
                     if isinstance(message, sig.Welcome | sig.Error) and message.re == request.id:
                         return message
         except ConnectionClosed as exc:
-            raise ConnectError(f"The server closed the connection: {_describe(exc)}") from exc
+            raise ServerUnreachable(f"The server closed the connection: {_describe(exc)}") from exc
         except TimeoutError as exc:
-            raise ConnectError("The server did not answer the sign-in.") from exc
+            raise ServerUnreachable("The server did not answer the sign-in.") from exc
         except sig.MessageError as exc:
-            raise ConnectError(f"The server sent something unreadable: {exc.detail}") from exc
+            raise ServerUnreachable(f"The server sent something unreadable: {exc.detail}") from exc
 
     async def _maintain(self, websocket: ClientConnection) -> None:
         """Read until the connection drops; reconnect with backoff; repeat until closed or final."""
@@ -340,13 +357,13 @@ class SignallingClient:
             await asyncio.sleep(delay)
             try:
                 websocket = await self._connect()
-            except ConnectError as exc:
+            except ServerUnreachable as exc:
                 reason = str(exc)
                 continue
             try:
                 self._events.put_nowait(await self._sign_in(websocket, reconnected=True))
                 return websocket
-            except ConnectError as exc:
+            except ServerUnreachable as exc:
                 reason = str(exc)
             except SignInError as exc:
                 if exc.code == ErrorCode.THROTTLED:
@@ -402,12 +419,12 @@ def server_host(url: str) -> str:
     """The host name in a ``ws://`` or ``wss://`` URL (where the STUN service runs too)."""
     host = urlsplit(url).hostname
     if not host:
-        raise ConnectError(f"{url!r} is not a server address (expected ws://host:port).")
+        raise ServerUnreachable(f"{url!r} is not a server address (expected ws://host:port).")
     return host
 
 
 async def connect_to_server(url: str, options: ClientOptions) -> ClientConnection:
-    """A WebSocket to the rendezvous server at ``url``; `ConnectError` with a sentence if there is none."""
+    """A WebSocket to the server at ``url``; `ServerUnreachable` with a sentence if there is none."""
     try:
         return await connect(
             url,
@@ -421,9 +438,9 @@ async def connect_to_server(url: str, options: ClientOptions) -> ClientConnectio
             user_agent_header="punchline",
         )
     except InvalidURI as exc:
-        raise ConnectError(f"{url!r} is not a server address (expected ws://host:port).") from exc
+        raise ServerUnreachable(f"{url!r} is not a server address (expected ws://host:port).") from exc
     except (OSError, TimeoutError, InvalidHandshake, ConnectionClosed) as exc:
-        raise ConnectError(f"Cannot reach the server at {url}: {_describe(exc)}") from exc
+        raise ServerUnreachable(f"Cannot reach the server at {url}: {_describe(exc)}") from exc
 
 
 def _describe(exc: BaseException) -> str:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from app.errors import FinalError
 from app.session.peer_session import IncomingStream, PeerSession, SessionError, StreamAborted
 from app.transfer import events as ev
 from app.transfer.inbox import AskUser, Inbox, IncomingTransfer
@@ -51,7 +52,7 @@ CHECKPOINT_SECONDS = 1.0
 _STOP_FILE = 1  # stream reset code: the sender stopped this file (read error, cancel)
 
 
-class TransferRefused(Exception):
+class TransferRefused(FinalError):
     """The receiver declined the offer, or either side cancelled; the message is their reason."""
 
 

@@ -16,10 +16,11 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.errors import FinalError
 from app.identity import write_private_file
 
 
-class NothingToSend(Exception):
+class NothingToSend(FinalError):
     """The paths named contain no regular file (or do not exist); the message says which."""
 
 

@@ -15,10 +15,11 @@ import wave
 from pathlib import Path
 from typing import Protocol
 
+from app.errors import FinalError
 from app.voice.opus_codec import CHANNELS, SAMPLE_BYTES, SAMPLE_RATE, CodecSettings
 
 
-class AudioFileError(Exception):
+class AudioFileError(FinalError):
     """A WAV file that cannot be used as it is; the message says how to convert it."""
 
 

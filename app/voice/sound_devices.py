@@ -20,13 +20,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from app.errors import PunchlineError
 from app.voice.opus_codec import CHANNELS, SAMPLE_RATE, CodecSettings
 
 #: Called with a sentence for the user when a device fails and the default one is used instead.
 ProblemHandler = Callable[[str], None]
 
 
-class AudioDeviceError(Exception):
+class AudioDeviceError(PunchlineError):
     """No usable audio device (the message says which and why)."""
 
 
