@@ -217,11 +217,13 @@ async def test_hostile_names_stay_inside_the_download_folder(pair: tuple[Side, S
     assert not (tmp_path / "up.txt").exists()
 
 
-async def interrupted_transfer(peers: tuple[Peer, Peer], tmp_path: Path, transfer: str) -> tuple[Path, int]:
+async def interrupted_transfer(
+    peers: tuple[Peer, Peer], tmp_path: Path, transfer: str, inbox: Inbox | None = None
+) -> tuple[Path, int]:
     """Start sending a 40 MB file, cut the session abruptly after 12 MB arrived; the source and that count."""
     source = tmp_path / "big.bin"
     source.write_bytes(os.urandom(40 * 1024 * 1024))
-    inbox = Inbox(tmp_path / "downloads")
+    inbox = inbox or Inbox(tmp_path / "downloads")
     ours, theirs = await start_sessions(*peers, config=SessionConfig(idle_timeout=1.0))
     sender, receiver = Side(ours), Side(theirs, inbox)
     sending = asyncio.create_task(sender.endpoint.send(transfer, collect_files([source])))
@@ -238,9 +240,11 @@ async def interrupted_transfer(peers: tuple[Peer, Peer], tmp_path: Path, transfe
     return source, max(e.bytes_done for e in receiver.of(ev.TransferProgress))
 
 
-async def resume(peers: tuple[Peer, Peer], tmp_path: Path, source: Path, transfer: str) -> tuple[Side, Side]:
+async def resume(
+    peers: tuple[Peer, Peer], tmp_path: Path, source: Path, transfer: str, inbox: Inbox | None = None
+) -> tuple[Side, Side]:
     sender, receiver = await connect(
-        peers, Inbox(tmp_path / "downloads")
+        peers, inbox or Inbox(tmp_path / "downloads")
     )  # a new session, a new inbox object
     async with asyncio.timeout(30):
         await sender.endpoint.send(transfer, collect_files([source]))
@@ -277,6 +281,77 @@ async def test_a_damaged_partial_file_is_sent_again_from_the_start(
     sender, _ = await resume(peers, tmp_path, source, transfer)
     assert sender.of(ev.TransferFinished)[0].bytes_sent == source.stat().st_size
     assert (tmp_path / "downloads" / "big.bin").read_bytes() == source.read_bytes()
+
+
+async def test_a_transfer_the_user_accepted_resumes_where_they_chose_without_asking_again(
+    peers: tuple[Peer, Peer], tmp_path: Path
+) -> None:
+    transfer = "4" * 32
+    chosen = tmp_path / "elsewhere"
+    questions: list[ev.OfferReceived] = []
+
+    async def ask(offer: ev.OfferReceived) -> Path | str:
+        questions.append(offer)
+        return chosen
+
+    def inbox() -> Inbox:  # each session's app start: a new inbox object over the same folder
+        return Inbox(tmp_path / "downloads", accept_from=(), ask=ask)
+
+    source, _ = await interrupted_transfer(peers, tmp_path, transfer, inbox())
+    assert len(questions) == 1
+    sender, receiver = await resume(peers, tmp_path, source, transfer, inbox())
+    assert len(questions) == 1  # accepted before: not asked a second time
+    assert receiver.of(ev.OfferReceived)[0].resumed
+    assert sender.of(ev.TransferAccepted)[0].resume_bytes >= 12 * 1024 * 1024
+    assert (chosen / "big.bin").read_bytes() == source.read_bytes()
+
+
+async def test_an_offer_never_accepted_is_asked_about_again(peers: tuple[Peer, Peer], tmp_path: Path) -> None:
+    questions: list[ev.OfferReceived] = []
+    answers: asyncio.Queue[Path | str] = asyncio.Queue()
+
+    async def ask(offer: ev.OfferReceived) -> Path | str:
+        questions.append(offer)
+        return await answers.get()
+
+    sender, receiver = await connect(peers, Inbox(tmp_path / "downloads", accept_from=(), ask=ask))
+    try:
+        (tmp_path / "a.txt").write_text("hello")
+        files = collect_files([tmp_path / "a.txt"])
+        transfer = "5" * 32
+        sending = asyncio.create_task(sender.endpoint.send(transfer, files))
+        await eventually(lambda: len(questions) == 1, 5)
+        await sender.endpoint.cancel(transfer, "wrong file")  # the question is withdrawn
+        with pytest.raises(TransferRefused, match="wrong file"):
+            await sending
+        await eventually(lambda: bool(receiver.of(ev.TransferCancelled)), 5)
+        sending = asyncio.create_task(sender.endpoint.send(transfer, files))
+        await eventually(lambda: len(questions) == 2, 5)  # the same transfer: asked again
+        assert not questions[1].resumed
+        answers.put_nowait("no, thanks")
+        with pytest.raises(TransferRefused, match="no, thanks"):
+            await sending
+        sending = asyncio.create_task(sender.endpoint.send(transfer, files))
+        await eventually(lambda: len(questions) == 3, 5)  # declined is not accepted either
+        answers.put_nowait(tmp_path / "downloads")
+        async with asyncio.timeout(10):
+            finished = await sending
+        assert finished.completed == 1
+        assert (tmp_path / "downloads" / "a.txt").read_text() == "hello"
+    finally:
+        await asyncio.gather(sender.stop(), receiver.stop())
+
+
+async def test_a_control_message_no_layer_reads_is_dropped_and_the_session_goes_on(
+    pair: tuple[Side, Side], tmp_path: Path
+) -> None:
+    sender, receiver = pair
+    sender.session.send_message({"type": "from-a-newer-version", "transfer": "a" * 32})
+    (tmp_path / "a.txt").write_text("still fine")
+    async with asyncio.timeout(10):
+        finished = await sender.endpoint.send("6" * 32, collect_files([tmp_path / "a.txt"]))
+    assert finished.completed == 1
+    assert not receiver.session.is_closed
 
 
 async def test_cancel_by_the_receiver_stops_the_sender_and_deletes_the_partial(

@@ -1,55 +1,41 @@
-"""File transfer on one peer session, both directions: the asyncio side of `app.transfer.protocol`.
+"""File transfer on one peer session, both directions: the asyncio adapter of `app.transfer.machine`.
 
-`TransferEndpoint.run` reads the session's control messages and data streams until the session ends;
-`send` offers files and streams them; an `Inbox` (optional) receives. Progress and outcomes come out as
-`app.transfer.events` through ``on_event``. When the session ends mid-transfer, both sides keep what they
-have (the receiver flushes and records its offsets) and report `TransferInterrupted`; sending the same
-files again on a new session resumes (`app.transfer.outbox`).
+`TransferEndpoint` feeds the session's transfer messages (pushed to it by type, `app.session.control`)
+and data streams to a `TransferMachine`, and carries out what the machine hands back: messages to the
+peer, events to ``on_event`` (`app.transfer.events`), and file work (`app.transfer.file_work`), which
+runs in tasks using `app.transfer.file_io` and the `Inbox` (optional: without one, offers are declined).
+Every decision (what to accept, resume, send next, when a transfer is finished or cancelled) is the
+machine's; this module only moves bytes and answers.
 
-File reads and writes run on the event loop thread in chunks of `CHUNK` bytes (page-cache speed); the
-fsyncs that make an offset durable run in a worker thread every `CHECKPOINT` bytes.
+`run` serves the session until it ends; `send` offers files and waits for the outcome; `cancel` stops a
+transfer either way. When the session ends mid-transfer, both sides keep what they have (the receiver
+flushes and records its offsets) and report `TransferInterrupted`; sending the same files again on a new
+session resumes (`app.transfer.outbox`). A peer that breaks the protocol ends the session with a reason.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
-import os
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any, assert_never
 
 from app.errors import FinalError
-from app.session.peer_session import IncomingStream, PeerSession, SessionError, StreamAborted
+from app.session.peer_session import IncomingStream, PeerSession, SessionError, SessionLost, StreamAborted
 from app.transfer import events as ev
-from app.transfer.inbox import AskUser, Inbox, IncomingTransfer
+from app.transfer import file_io
+from app.transfer import file_work as work
+from app.transfer.file_work import StoredFile
+from app.transfer.inbox import Inbox, IncomingTransfer
+from app.transfer.machine import InboxMode, TransferMachine
+from app.transfer.messages import TRANSFER_MESSAGES, decode, encode
 from app.transfer.outbox import SourceFile
-from app.transfer.progress import RateMeter
-from app.transfer.protocol import (
-    HEADER_SIZE,
-    IncomingFile,
-    ResumePoint,
-    TransferProtocolError,
-    decode_header,
-    encode_header,
-    file_index,
-    offer_message,
-    parse_accept,
-    parse_offer,
-    transfer_id,
-)
+from app.transfer.protocol import HEADER_SIZE, IncomingFile, TransferProtocolError, decode_header
 
 log = logging.getLogger("punchline.transfer")
-
-CHUNK = 256 * 1024
-#: The receiver makes its offset durable (fsync, then state.json) after this many bytes or seconds,
-#: whichever comes first: a killed receiver resumes from at most a second before it died.
-CHECKPOINT = 16 * 1024 * 1024
-CHECKPOINT_SECONDS = 1.0
-_STOP_FILE = 1  # stream reset code: the sender stopped this file (read error, cancel)
 
 
 class TransferRefused(FinalError):
@@ -57,31 +43,11 @@ class TransferRefused(FinalError):
 
 
 @dataclass
-class _Outgoing:
-    """A transfer we send: replies from the receiver arrive here."""
-
-    transfer: str
-    files: list[SourceFile]
-    reply: asyncio.Future[dict[str, Any]]
-    results: dict[int, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
-    cancelled: str | None = None
-    stream: int | None = None
-
-    def stopped(self) -> bool:
-        """Cancelled by either side (checked after every wait: it changes while we wait)."""
-        return self.cancelled is not None
-
-
-@dataclass
-class _Receiving:
-    """A transfer we receive: its disk state, and the resume hashes computed at accept."""
+class _Kept:
+    """What we receive on disk: an inbox record, and running hashes of resumed files' verified bytes."""
 
     state: IncomingTransfer
-    prefix_hashes: dict[int, Any]
-    meter: RateMeter
-    started: float
-    moved: int = 0
-    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    prefixes: dict[int, Any] = field(default_factory=dict)
     dropped: bool = False  # cancelled: its files are deleted, not checkpointed
 
 
@@ -100,334 +66,76 @@ class TransferEndpoint:
         self._inbox = inbox
         self._emit = on_event
         self._loop = asyncio.get_running_loop()
-        self._outgoing: dict[str, _Outgoing] = {}
-        self._receiving: dict[str, _Receiving] = {}
+        mode: InboxMode = "none" if inbox is None else "ask" if inbox.asks(self._peer) else "accept"
+        self._machine = TransferMachine(self._peer, inbox=mode)
+        self._sends: dict[str, asyncio.Future[ev.TransferFinished]] = {}
+        self._sources: dict[str, list[SourceFile]] = {}
+        self._kept: dict[str, _Kept] = {}
+        self._opened: dict[int, tuple[IncomingStream, bytes]] = {}  # data streams the machine is asked about
         self._tasks: set[asyncio.Task[None]] = set()
-        self._asking: dict[str, asyncio.Future[Path | str]] = {}
+        self._work: dict[tuple[ev.Direction, str], set[asyncio.Task[None]]] = {}
+        self._broken: TransferProtocolError | None = None
+        self._closing: asyncio.Task[None] | None = None
+        self._flushing = False
+        # Registered at once: a message may arrive before `run` starts.
+        session.set_message_receiver(TRANSFER_MESSAGES.types, self._message)
 
-    # --- the dispatcher -------------------------------------------------------------------------------
+    # --- the public API ---------------------------------------------------------------------------------
 
     async def run(self) -> str:
         """Serve the session until it ends; returns why it ended."""
         streams = asyncio.create_task(self._accept_streams())
         try:
-            while True:
-                try:
-                    message = await self._session.next_message()
-                except SessionError:
-                    break
-                try:
-                    self._dispatch(message)
-                except TransferProtocolError as exc:
-                    log.warning("transfer protocol error from %s: %s", self._peer, exc)
-                    await self._session.close(f"file transfer protocol error: {exc}")
-                    break
+            await self._session.wait_closed()
         finally:
+            self._session.set_message_receiver(TRANSFER_MESSAGES.types, None)
             streams.cancel()
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(streams, *self._tasks, return_exceptions=True)
+            if self._closing is not None:
+                await asyncio.gather(self._closing, return_exceptions=True)
             reason = await self._session.wait_closed() if self._session.is_closed else "stopped"
-            self._interrupted(reason)
+            self._machine.session_closed(reason)
+            self._flush()
         return reason
 
-    def _dispatch(self, message: dict[str, Any]) -> None:
-        kind = message["type"]
-        if kind == "offer":
-            self._spawn(self._answer_offer(message))
-        elif kind in ("accept", "decline"):
-            outgoing = self._outgoing.get(transfer_id(message))
-            if outgoing is not None and not outgoing.reply.done():
-                outgoing.reply.set_result(message)
-        elif kind == "file-result":
-            outgoing = self._outgoing.get(transfer_id(message))
-            if outgoing is not None:
-                future = outgoing.results.get(file_index(message))
-                if future is not None and not future.done():
-                    future.set_result(message)
-        elif kind == "file-failed":
-            self._on_file_failed(transfer_id(message), file_index(message), str(message.get("reason"))[:500])
-        elif kind == "cancel":
-            self._on_cancel(transfer_id(message), str(message.get("reason") or "cancelled")[:500])
-        # Unknown types belong to other layers (calls) or newer versions: ignored.
-
-    def _spawn(self, coroutine: Any) -> None:
-        task = asyncio.create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    # --- sending --------------------------------------------------------------------------------------
-
     async def send(self, transfer: str, files: list[SourceFile]) -> ev.TransferFinished:
-        """Offer ``files`` and send what the receiver wants; raise `TransferRefused` or `SessionError`."""
-        outgoing = _Outgoing(transfer, files, self._loop.create_future())
-        self._outgoing[transfer] = outgoing
+        """Offer ``files`` and send what the receiver wants; raise `TransferRefused` or `SessionError`
+        (`TransferProtocolError` if the receiver broke the protocol)."""
+        if self._session.is_closed:
+            raise SessionLost(await self._session.wait_closed())
+        if transfer in self._sends:
+            raise RuntimeError(f"transfer {transfer} is already being sent on this session")
+        outcome: asyncio.Future[ev.TransferFinished] = self._loop.create_future()
+        self._sends[transfer], self._sources[transfer] = outcome, files
         try:
-            return await self._send(outgoing)
+            self._machine.offer(transfer, [(f.name, f.size) for f in files])
+            self._flush()
+            return await self._session.unless_closed(asyncio.shield(outcome))
+        except asyncio.CancelledError:
+            self._machine.forget(transfer)  # stop sending; the receiver keeps what it has
+            self._flush()
+            raise
         finally:
-            del self._outgoing[transfer]
-
-    async def _send(self, outgoing: _Outgoing) -> ev.TransferFinished:
-        transfer, files = outgoing.transfer, outgoing.files
-        entries = tuple(ev.FileEntry(i, f.name, f.size) for i, f in enumerate(files))
-        total = sum(f.size for f in files)
-        self._session.send_message(offer_message(transfer, [(f.name, f.size) for f in files]))
-        self._emit(ev.OfferMade(transfer, self._peer, entries, total))
-        reply = await self._session_wait(outgoing.reply)
-        if outgoing.stopped():
-            raise TransferRefused(outgoing.cancelled)
-        if reply["type"] == "decline":
-            reason = str(reply.get("reason") or "declined")[:500]
-            self._emit(ev.TransferDeclined(transfer, self._peer, "send", reason))
-            raise TransferRefused(f"{self._peer} declined: {reason}")
-        points, skipped, already = parse_accept(reply)
-        wanted = {p.index for p in points}
-        if not wanted.union(skipped, already) <= set(range(len(files))):
-            raise TransferProtocolError("the accept names files that were not offered")
-        resumed = sum(p.offset for p in points) + sum(files[i].size for i in already)
-        self._emit(ev.TransferAccepted(transfer, self._peer, "send", resumed))
-        started = self._loop.time()
-        meter = RateMeter(started)
-        completed = len(already)
-        failed = 0
-        for index, reason in skipped.items():
-            failed += 1
-            self._emit(ev.FileFailed(transfer, self._peer, "send", index, files[index].name, reason))
-        for point in sorted(points, key=lambda p: p.index):
-            outgoing.results[point.index] = self._loop.create_future()
-        progress = [resumed]
-        for point in sorted(points, key=lambda p: p.index):
-            if outgoing.stopped():
-                break
-            error = await self._send_file(outgoing, point, meter, progress, total)
-            if error is not None:
-                outgoing.results[point.index].set_result({"ok": False, "reason": error, "local": True})
-        for index, future in sorted(outgoing.results.items()):
-            result = await self._session_wait(future)
-            if outgoing.stopped():
-                break
-            name = files[index].name
-            if result.get("ok") is True:
-                completed += 1
-                digest = str(result.get("sha256", ""))
-                self._emit(
-                    ev.FileCompleted(
-                        transfer, self._peer, "send", index, name, files[index].size, digest, None
-                    )
-                )
-            else:
-                failed += 1
-                reason = str(result.get("reason") or "failed")[:500]
-                self._emit(ev.FileFailed(transfer, self._peer, "send", index, name, reason))
-        if outgoing.stopped():
-            raise TransferRefused(outgoing.cancelled)
-        seconds = self._loop.time() - started
-        finished = ev.TransferFinished(transfer, self._peer, "send", completed, failed, meter.count, seconds)
-        self._emit(finished)
-        return finished
-
-    async def _send_file(
-        self, outgoing: _Outgoing, point: ResumePoint, meter: RateMeter, progress: list[int], total: int
-    ) -> str | None:
-        """Stream one file from its resume point; a reason if it could not be read (the peer is told)."""
-        source = outgoing.files[point.index]
-        session = self._session
-        stream = session.open_stream()
-        outgoing.stream = stream
-
-        def report(position: int) -> None:
-            self._progress(
-                outgoing.transfer,
-                "send",
-                index=point.index,
-                source=source,
-                position=position,
-                done=progress[0],
-                total=total,
-                meter=meter,
-            )
-
-        try:
-            with source.source.open("rb") as file:
-                offset, digest = await asyncio.to_thread(_prefix_digest, file, point.offset, point.prefix)
-                progress[0] -= point.offset - offset  # a damaged partial file: those bytes come again
-                await session.write(stream, encode_header(outgoing.transfer, point.index, offset))
-                position = offset
-                file.seek(offset)
-                while position < source.size:
-                    chunk = file.read(min(CHUNK, source.size - position))
-                    if not chunk:
-                        raise OSError("the file became shorter while it was being sent")
-                    digest.update(chunk)
-                    await session.write(stream, chunk)
-                    if outgoing.stopped():
-                        session.reset_stream(stream, _STOP_FILE)
-                        return None
-                    position += len(chunk)
-                    progress[0] += len(chunk)
-                    now = self._loop.time()
-                    meter.add(now, len(chunk))
-                    if meter.due(now):
-                        report(position)
-                if file.read(1):
-                    raise OSError("the file grew while it was being sent")
-                await session.write(stream, digest.digest(), end=True)
-                report(position)
-        except OSError as exc:
-            reason = f"cannot read {source.name}: {exc.strerror or exc}"
-            session.reset_stream(stream, _STOP_FILE)
-            session.send_message(
-                {"type": "file-failed", "transfer": outgoing.transfer, "index": point.index, "reason": reason}
-            )
-            return reason
-        finally:
-            outgoing.stream = None
-        return None
-
-    def _progress(
-        self,
-        transfer: str,
-        direction: ev.Direction,
-        *,
-        index: int,
-        source: SourceFile,
-        position: int,
-        done: int,
-        total: int,
-        meter: RateMeter,
-    ) -> None:
-        now = self._loop.time()
-        self._emit(
-            ev.TransferProgress(
-                transfer,
-                self._peer,
-                direction,
-                index,
-                source.name,
-                position,
-                source.size,
-                done,
-                total,
-                meter.rate(now),
-                meter.eta(now, total - done),
-            )
-        )
+            del self._sends[transfer], self._sources[transfer]
+            if outcome.done() and not outcome.cancelled():
+                outcome.exception()  # retrieved: a late outcome of a send that ended otherwise
 
     async def cancel(self, transfer: str, reason: str = "cancelled") -> None:
         """Stop a transfer in either direction; the receiver deletes its partial files."""
-        if self._session.is_closed:
-            return
-        with contextlib.suppress(SessionError):
-            self._session.send_message({"type": "cancel", "transfer": transfer, "reason": reason})
-        outgoing = self._outgoing.get(transfer)
-        if outgoing is not None:
-            outgoing.cancelled = f"cancelled: {reason}"
-            self._wake(outgoing)
-            self._emit(ev.TransferCancelled(transfer, self._peer, "send", "us", reason))
-        receiving = self._receiving.pop(transfer, None)
-        if receiving is not None:
-            self._drop(receiving)
-            self._emit(ev.TransferCancelled(transfer, self._peer, "receive", "us", reason))
+        if not self._session.is_closed:
+            self._machine.cancel(transfer, reason)
+            self._flush()
 
-    async def _session_wait(self, future: asyncio.Future[dict[str, Any]]) -> dict[str, Any]:
-        return await self._session.unless_closed(asyncio.shield(future))
+    # --- into the machine -------------------------------------------------------------------------------
 
-    @staticmethod
-    def _wake(outgoing: _Outgoing) -> None:
-        for future in [outgoing.reply, *outgoing.results.values()]:
-            if not future.done():
-                future.set_result({"type": "cancel", "ok": False})
-
-    # --- receiving ------------------------------------------------------------------------------------
-
-    async def _answer_offer(self, message: dict[str, Any]) -> None:
-        """`_on_offer`, turning a bad offer into a closed session and a local failure into a decline."""
+    def _message(self, message: dict[str, Any]) -> None:
         try:
-            await self._on_offer(message)
+            self._machine.receive(decode(message), self._loop.time())
         except TransferProtocolError as exc:
-            log.warning("bad offer from %s: %s", self._peer, exc)
-            await self._session.close(f"file transfer protocol error: {exc}")
-        except OSError as exc:
-            reason = f"the receiving side cannot store the files: {exc.strerror or exc}"
-            self._decline(str(message.get("transfer")), reason)
-
-    async def _on_offer(self, message: dict[str, Any]) -> None:
-        offer = parse_offer(message)
-        transfer = offer.transfer
-        inbox = self._inbox
-        if inbox is None:
-            self._session.send_message(
-                {"type": "decline", "transfer": transfer, "reason": "not accepting files"}
-            )
-            return
-        await inbox.claim(transfer, self, self._let_go)
-        state = inbox.load(transfer, self._peer)
-        resumed = state is not None
-        if state is not None and {i: f.size for i, f in state.files.items()} != {
-            f.index: f.size for f in offer.files
-        }:
-            state.remove()  # the same id with other files: not ours to resume
-            state, resumed = None, False
-        refused = tuple((name, why) for _, name, why in offer.refused)
-        entries = tuple(ev.FileEntry(f.index, str(f.path), f.size) for f in offer.files)
-        received = ev.OfferReceived(transfer, self._peer, entries, offer.total, refused, resumed)
-        self._emit(received)
-        if state is None:
-            folder = None
-            if inbox.ask is not None and inbox.asks(self._peer) and offer.files:
-                answer = await self._ask(inbox.ask, received)
-                if isinstance(answer, str):
-                    self._decline(transfer, answer)
-                    inbox.release(transfer, self)
-                    return
-                folder = answer
-            reason = inbox.refusal(self._peer, offer, folder=folder)
-            if reason is not None:
-                self._decline(transfer, reason)
-                return
-            state = inbox.create(self._peer, offer, folder)
-        points, hashes, done, skipped = [], {}, [], []
-        for index, item in sorted(state.files.items()):
-            if item.status == "done":
-                done.append(index)
-            elif item.status == "failed":
-                skipped.append({"index": index, "reason": item.reason or "failed"})
-            else:
-                offset, prefix = await asyncio.to_thread(state.resume_point, index)
-                hashes[index] = prefix
-                points.append({"index": index, "offset": offset, "prefix": prefix.hexdigest()})
-        skipped += [{"index": i, "reason": f"unsafe name: {why}"} for i, _, why in offer.refused]
-        resume_bytes = sum(p["offset"] for p in points) + sum(state.files[i].size for i in done)
-        if resumed:
-            needed = offer.total - resume_bytes
-            reason = inbox.refusal(self._peer, offer, needed, state.folder) if points else None
-            if reason is not None:
-                self._decline(transfer, reason)
-                return
-        state.save()
-        now = self._loop.time()
-        receiving = _Receiving(state, hashes, RateMeter(now), now)
-        self._receiving[transfer] = receiving
-        self._session.send_message(
-            {"type": "accept", "transfer": transfer, "files": points, "skipped": skipped, "done": done}
-        )
-        self._emit(ev.TransferAccepted(transfer, self._peer, "receive", resume_bytes))
-        for index, name, why in offer.refused:
-            self._emit(ev.FileFailed(transfer, self._peer, "receive", index, name, f"unsafe name: {why}"))
-        self._maybe_finished(transfer)
-
-    async def _ask(self, ask: AskUser, received: ev.OfferReceived) -> Path | str:
-        """Put the offer to the user; the sender cancelling (or the session ending) withdraws the question."""
-        task = asyncio.ensure_future(ask(received))
-        self._asking[received.transfer] = task
-        try:
-            return await task
-        finally:
-            self._asking.pop(received.transfer, None)
-
-    def _decline(self, transfer: str, reason: str) -> None:
-        self._session_send({"type": "decline", "transfer": transfer, "reason": reason})
-        self._emit(ev.TransferDeclined(transfer, self._peer, "receive", reason))
+            self._protocol_error(exc)
+        self._flush()
 
     async def _accept_streams(self) -> None:
         while True:
@@ -435,255 +143,293 @@ class TransferEndpoint:
                 stream = await self._session.accept_stream()
             except SessionError:
                 return
-            self._spawn(self._receive_stream(stream))
+            self._spawn(self._stream_opened(stream))
 
-    async def _receive_stream(self, stream: IncomingStream) -> None:
+    async def _stream_opened(self, stream: IncomingStream) -> None:
         header = b""
+        while len(header) < HEADER_SIZE:
+            chunk = await stream.read()
+            if not chunk:
+                return
+            header += chunk
+        transfer, index, offset = decode_header(header)
+        self._opened[stream.stream_id] = (stream, header[HEADER_SIZE:])
         try:
-            while len(header) < HEADER_SIZE:
-                chunk = await stream.read()
-                if not chunk:
+            self._machine.stream_opened(stream.stream_id, transfer, index, offset)
+            self._flush()  # a `ReceiveFile` takes the stream
+        finally:
+            self._opened.pop(stream.stream_id, None)  # not taken: left unread
+
+    def _protocol_error(self, exc: TransferProtocolError) -> None:
+        """The peer broke the protocol: our sends fail with it, and the session ends with the reason."""
+        log.warning("file transfer protocol error from %s: %s", self._peer, exc)
+        self._broken = exc
+        for outcome in self._sends.values():
+            if not outcome.done():
+                outcome.set_exception(exc)
+        if self._closing is None:
+            self._closing = asyncio.create_task(self._session.close(f"file transfer protocol error: {exc}"))
+
+    # --- out of the machine -----------------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        """Carry out everything the machine has to say: messages, events, file work (in that order)."""
+        if self._flushing:
+            return  # the outer call's loop picks up what this input added
+        self._flushing = True
+        try:
+            while True:
+                messages = self._machine.messages_to_send()
+                for message in messages:
+                    with contextlib.suppress(SessionError):
+                        self._session.send_message(encode(message))
+                busy = bool(messages)
+                while (event := self._machine.next_event()) is not None:
+                    busy = True
+                    self._event(event)
+                while (instruction := self._machine.next_instruction()) is not None:
+                    busy = True
+                    self._do(instruction)
+                if not busy:
                     return
-                header += chunk
-            transfer, index, offset = decode_header(header)
-            receiving = self._receiving.get(transfer)
-            if receiving is None or index not in receiving.state.files:
-                return  # not a transfer we accepted on this session
-            if receiving.state.files[index].status != "partial":
-                return
-            task = asyncio.current_task()
-            assert task is not None
-            receiving.tasks.add(task)
-            try:
-                await self._receive_file(receiving, index, offset, stream, header[HEADER_SIZE:])
-            finally:
-                receiving.tasks.discard(task)
-        except (StreamAborted, SessionError):
-            return
-        except TransferProtocolError as exc:
-            await self._session.close(f"file transfer protocol error: {exc}")
+        finally:
+            self._flushing = False
 
-    async def _receive_file(
-        self, receiving: _Receiving, index: int, offset: int, stream: IncomingStream, first: bytes
-    ) -> None:
-        state = receiving.state
-        item = state.files[index]
-        prefix = receiving.prefix_hashes.pop(index, None)
-        if offset == 0:
-            incoming = IncomingFile.fresh(item.size)
-        elif offset == item.verified and prefix is not None:
-            incoming = IncomingFile(item.size, offset, prefix)
+    def _event(self, event: ev.TransferEvent) -> None:
+        self._emit(event)
+        outcome = self._sends.get(event.transfer)
+        if outcome is None or outcome.done() or getattr(event, "direction", None) != "send":
+            return
+        if isinstance(event, ev.TransferFinished):
+            outcome.set_result(event)
+        elif isinstance(event, ev.TransferDeclined):
+            outcome.set_exception(TransferRefused(f"{self._peer} declined: {event.reason}"))
+        elif isinstance(event, ev.TransferCancelled):
+            who = "" if event.by == "us" else f"{self._peer} "
+            outcome.set_exception(TransferRefused(f"{who}cancelled: {event.reason}"))
+        elif isinstance(event, ev.TransferInterrupted):
+            outcome.set_exception(self._broken or SessionLost(event.reason))
+
+    def _do(self, instruction: work.Instruction) -> None:
+        """One piece of file work: quick ones here, the rest in a task of their transfer."""
+        transfer = (
+            instruction.offer.transfer if isinstance(instruction, work.AskUser) else instruction.transfer
+        )
+        if isinstance(instruction, work.SendFile):
+            source = self._sources[transfer][instruction.index]
+            self._spawn(self._send_file(instruction, source), ("send", transfer))
+        elif isinstance(instruction, work.StopSending):
+            self._stop(("send", transfer))
+        elif isinstance(instruction, work.LookUp):
+            self._spawn(self._look_up(instruction), ("receive", transfer))
+        elif isinstance(instruction, work.AskUser):
+            self._spawn(self._ask(instruction), ("receive", transfer))
+        elif isinstance(instruction, work.Admit):
+            self._spawn(self._admit(instruction), ("receive", transfer))
+        elif isinstance(instruction, work.ReceiveFile):
+            stream, first = self._opened.pop(instruction.stream)
+            self._spawn(self._receive_file(instruction, stream, first), ("receive", transfer))
+        elif isinstance(instruction, work.WithdrawQuestion):
+            self._stop(("receive", transfer))
+        elif isinstance(instruction, work.StopReceiving):
+            self._kept.pop(transfer, None)
+            self._stop(("receive", transfer))  # file tasks record their offsets as they stop
+        elif isinstance(instruction, work.ForgetStored):
+            kept = self._kept.pop(transfer, None)
+            if kept is not None:
+                kept.state.remove()
+        elif isinstance(instruction, work.FailFile):
+            if (kept := self._kept.get(transfer)) is not None:
+                file_io.record_failure(kept.state, instruction.index, instruction.reason, discard=True)
+        elif isinstance(instruction, work.FinishIncoming):
+            if (kept := self._kept.pop(transfer, None)) is not None:
+                kept.state.finish()
+            self._release(transfer)
+        elif isinstance(instruction, work.Release):
+            self._kept.pop(transfer, None)
+            self._release(transfer)
+        elif isinstance(instruction, work.Drop):
+            self._drop(transfer)
         else:
-            raise TransferProtocolError(f"file {index} resumes at {offset}, not at the agreed offset")
-        path = state.partial_path(index)
-        state.directory.mkdir(parents=True, exist_ok=True)
-        source = SourceFile(path, item.path, item.size, 0)
-        with path.open("r+b" if path.exists() else "wb") as file:
-            file.truncate(offset)
-            file.seek(offset)
-            unsynced = 0
-            synced_at = self._loop.time()
-            data = first
-            try:
-                while True:
-                    if data:
-                        body = incoming.feed(data)
-                        file.write(body)
-                        unsynced += len(body)
-                        receiving.moved += len(body)
-                        now = self._loop.time()
-                        receiving.meter.add(now, len(body))
-                        if unsynced >= CHECKPOINT or now - synced_at >= CHECKPOINT_SECONDS:
-                            await self._checkpoint(state, index, file, incoming.position)
-                            unsynced, synced_at = 0, self._loop.time()
-                        if receiving.meter.due(now):
-                            self._receive_progress(receiving, index, source, incoming.position)
-                    if incoming.complete:
-                        break
-                    data = await stream.read()
-                    if not data:
-                        break
-            finally:
-                if not incoming.complete and not receiving.dropped:
-                    # No await here: this runs while the task is being cancelled (session over).
-                    _record_offset(state, index, file, incoming.position)
-            if not incoming.complete:
-                return  # the sender stopped: file-failed or a new session will say what next
-            file.flush()
-            await asyncio.to_thread(os.fsync, file.fileno())
-        self._receive_progress(receiving, index, source, incoming.position)
-        await self._finish_file(receiving, index, incoming)
+            assert_never(instruction)
 
-    async def _checkpoint(self, state: IncomingTransfer, index: int, file: IO[bytes], position: int) -> None:
-        """`_record_offset` with the fsync in a worker thread."""
-        file.flush()
-        await asyncio.to_thread(os.fsync, file.fileno())
-        state.files[index].verified = position
-        state.save()
+    # --- file work: sending -----------------------------------------------------------------------------
 
-    async def _finish_file(self, receiving: _Receiving, index: int, incoming: IncomingFile) -> None:
-        state = receiving.state
-        item = state.files[index]
-        transfer = state.transfer
-        result: dict[str, Any] = {"type": "file-result", "transfer": transfer, "index": index}
-        if incoming.verified():
-            target = state.final_path(index)
-            try:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                if not target.resolve().is_relative_to(state.folder.resolve()):
-                    raise OSError(f"{target} would be outside the download folder")
-                os.rename(state.partial_path(index), target)  # unique_path: never an existing file
-            except OSError as exc:
-                self._fail_file(receiving, index, f"cannot save {item.path}: {exc.strerror or exc}", result)
-                return
-            item.status, item.saved_as, item.verified = "done", str(target), item.size
-            state.save()
-            self._session_send({**result, "ok": True, "sha256": incoming.digest})
-            self._emit(
-                ev.FileCompleted(
-                    transfer, self._peer, "receive", index, item.path, item.size, incoming.digest, target
-                )
+    async def _send_file(self, job: work.SendFile, source: SourceFile) -> None:
+        session = self._session
+        stream = session.open_stream()
+
+        def moved(position: int, count: int) -> None:
+            now = self._loop.time()
+            self._machine.data_moved(job.transfer, "send", job.index, position=position, count=count, now=now)
+            self._flush()
+
+        sent = False
+        try:
+            await file_io.send_file(
+                session,
+                stream,
+                transfer=job.transfer,
+                index=job.index,
+                source=source,
+                resume=(job.offset, job.prefix),
+                moved=moved,
+            )
+            sent = True
+        except OSError as exc:
+            reason = f"cannot read {source.name}: {exc.strerror or exc}"
+            self._machine.file_unreadable(job.transfer, job.index, reason, self._loop.time())
+        finally:
+            if not sent:
+                session.reset_stream(stream, file_io.STOP_FILE)  # a read error, a cancel, the session's end
+        if sent:
+            self._machine.file_sent(job.transfer, job.index, self._loop.time())
+        self._flush()
+
+    # --- file work: receiving ---------------------------------------------------------------------------
+
+    async def _look_up(self, job: work.LookUp) -> None:
+        inbox = self._inbox
+        assert inbox is not None
+        transfer = job.transfer
+        try:
+            await inbox.claim(transfer, self, self._let_go)
+            state = inbox.load(transfer, self._peer)
+            stored: dict[int, StoredFile] | None = None
+            if state is not None:
+                kept = self._kept[transfer] = _Kept(state)
+                points = await asyncio.to_thread(file_io.resume_points, state)
+                stored = {}
+                for index, item in state.files.items():
+                    offset, prefix = points.get(index, (item.verified, None))
+                    if prefix is not None:
+                        kept.prefixes[index] = prefix
+                    digest = prefix.hexdigest() if prefix is not None else ""
+                    stored[index] = StoredFile(item.size, item.status, offset, digest, item.reason)
+        except OSError as exc:
+            self._machine.refused(
+                transfer, f"the receiving side cannot store the files: {exc.strerror or exc}"
             )
         else:
-            state.partial_path(index).unlink(missing_ok=True)
-            item.verified = 0
-            self._fail_file(
-                receiving, index, "content hash mismatch: the file was damaged on the way or on disk", result
+            self._machine.found(transfer, stored)
+        self._flush()
+
+    async def _ask(self, job: work.AskUser) -> None:
+        assert self._inbox is not None
+        assert self._inbox.ask is not None
+        answer = await self._inbox.ask(job.offer)
+        if isinstance(answer, Path):
+            self._machine.user_accepted(job.offer.transfer, answer)
+        else:
+            self._machine.user_declined(job.offer.transfer, answer)
+        self._flush()
+
+    async def _admit(self, job: work.Admit) -> None:
+        inbox = self._inbox
+        assert inbox is not None
+        transfer = job.transfer
+        try:
+            if job.fresh:
+                reason = inbox.refusal(self._peer, job.offer, job.needed, folder=job.folder)
+                if reason is None:
+                    self._kept[transfer] = _Kept(inbox.create(self._peer, job.offer, job.folder))
+            else:
+                folder = self._kept[transfer].state.folder
+                needed = job.needed
+                reason = inbox.refusal(self._peer, job.offer, needed, folder) if needed is not None else None
+            if reason is None:
+                self._kept[transfer].state.save()
+        except OSError as exc:
+            reason = f"the receiving side cannot store the files: {exc.strerror or exc}"
+        if reason is None:
+            self._machine.admitted(transfer, self._loop.time())
+        else:
+            self._machine.refused(transfer, reason)
+        self._flush()
+
+    async def _receive_file(self, job: work.ReceiveFile, stream: IncomingStream, first: bytes) -> None:
+        transfer, index = job.transfer, job.index
+        kept = self._kept[transfer]
+        size = kept.state.files[index].size
+        prefix = kept.prefixes.pop(index, None)
+        incoming = IncomingFile(size, job.offset, prefix) if job.offset else IncomingFile.fresh(size)
+
+        def moved(position: int, count: int) -> None:
+            now = self._loop.time()
+            self._machine.data_moved(transfer, "receive", index, position=position, count=count, now=now)
+            self._flush()
+
+        try:
+            complete = await file_io.receive_file(
+                kept.state, index, incoming, stream, first=first, moved=moved, dropped=lambda: kept.dropped
             )
+        except StreamAborted:
+            complete = False
+        except OSError as exc:  # a full disk, a folder gone: this file fails, the others go on
+            reason = f"cannot write {kept.state.files[index].path}: {exc.strerror or exc}"
+            with contextlib.suppress(OSError):
+                file_io.record_failure(kept.state, index, reason, discard=True)
+            self._machine.file_broken(transfer, index, reason, self._loop.time())
+            self._flush()
             return
-        self._maybe_finished(transfer)
-
-    def _fail_file(self, receiving: _Receiving, index: int, reason: str, result: dict[str, Any]) -> None:
-        item = receiving.state.files[index]
-        item.status, item.reason = "failed", reason
-        receiving.state.save()
-        self._session_send({**result, "ok": False, "reason": reason})
-        self._emit(ev.FileFailed(receiving.state.transfer, self._peer, "receive", index, item.path, reason))
-        self._maybe_finished(receiving.state.transfer)
-
-    def _on_file_failed(self, transfer: str, index: int, reason: str) -> None:
-        receiving = self._receiving.get(transfer)
-        if receiving is None or receiving.state.files.get(index) is None:
-            return
-        if receiving.state.files[index].status == "partial":
-            receiving.state.partial_path(index).unlink(missing_ok=True)
-            self._fail_file(
-                receiving,
-                index,
-                f"the sender could not send it: {reason}",
-                {"type": "file-result", "transfer": transfer, "index": index},
-            )
-
-    def _maybe_finished(self, transfer: str) -> None:
-        receiving = self._receiving.get(transfer)
-        if receiving is None or not receiving.state.finished:
-            return
-        del self._receiving[transfer]
-        if self._inbox is not None:
-            self._inbox.release(transfer, self)
-        files = receiving.state.files.values()
-        completed = sum(1 for f in files if f.status == "done")
-        receiving.state.finish()
-        self._emit(
-            ev.TransferFinished(
-                transfer,
-                self._peer,
-                "receive",
-                completed,
-                len(files) - completed,
-                receiving.moved,
-                self._loop.time() - receiving.started,
-            )
-        )
-
-    def _receive_progress(self, receiving: _Receiving, index: int, source: SourceFile, position: int) -> None:
-        state = receiving.state
-        total = sum(f.size for f in state.files.values())
-        done = sum(
-            f.size if f.status == "done" else (position if i == index else f.verified)
-            for i, f in state.files.items()
-        )
-        self._progress(
-            state.transfer,
-            "receive",
-            index=index,
-            source=source,
-            position=position,
-            done=done,
-            total=total,
-            meter=receiving.meter,
-        )
-
-    def _on_cancel(self, transfer: str, reason: str) -> None:
-        asking = self._asking.pop(transfer, None)
-        if asking is not None:
-            asking.cancel()
-            if self._inbox is not None:
-                self._inbox.release(transfer, self)
-            self._emit(ev.TransferCancelled(transfer, self._peer, "receive", "peer", reason))
-        outgoing = self._outgoing.get(transfer)
-        if outgoing is not None:
-            outgoing.cancelled = f"{self._peer} cancelled: {reason}"
-            self._wake(outgoing)
-            self._emit(ev.TransferCancelled(transfer, self._peer, "send", "peer", reason))
-        receiving = self._receiving.pop(transfer, None)
-        if receiving is not None:
-            self._drop(receiving)
-            self._emit(ev.TransferCancelled(transfer, self._peer, "receive", "peer", reason))
-
-    def _drop(self, receiving: _Receiving) -> None:
-        """Forget a cancelled incoming transfer: its partial files and state go (finished files stay)."""
-        receiving.dropped = True
-        for task in receiving.tasks:
-            task.cancel()
-        receiving.state.remove()
-        if self._inbox is not None:
-            self._inbox.release(receiving.state.transfer, self)
+        if not complete:
+            self._machine.stream_ended(transfer, index)
+        else:
+            kept_as = file_io.keep_verified(kept.state, index, incoming)
+            now = self._loop.time()
+            if isinstance(kept_as, Path):
+                self._machine.file_received(transfer, index, incoming.digest, kept_as, now)
+            else:
+                self._machine.file_broken(transfer, index, kept_as, now)
+        self._flush()
 
     async def _let_go(self, transfer: str) -> None:
         """Another session took this transfer over (the sender reconnected before we noticed the old
-        session was dead): stop writing, record the offset, and forget it here."""
-        receiving = self._receiving.pop(transfer, None)
-        if receiving is None:
-            return
-        for task in receiving.tasks:
-            task.cancel()
-        await asyncio.gather(*receiving.tasks, return_exceptions=True)
+        session was dead): stop writing, record the offsets, and forget it here."""
+        tasks = set(self._work.get(("receive", transfer), ()))
+        self._machine.taken_over(transfer)
+        self._flush()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _session_send(self, message: dict[str, Any]) -> None:
-        with contextlib.suppress(SessionError):
-            self._session.send_message(message)
+    def _drop(self, transfer: str) -> None:
+        """Cancelled: stop writing, delete the partial files and the state (finished files stay)."""
+        kept = self._kept.pop(transfer, None)
+        state = None
+        if kept is not None:
+            kept.dropped = True
+            state = kept.state
+        elif self._inbox is not None:  # cancelled before we read it: what an earlier session kept
+            state = self._inbox.load(transfer, self._peer)
+        self._stop(("receive", transfer))
+        if state is not None:
+            state.remove()
+        self._release(transfer)
 
-    def _interrupted(self, reason: str) -> None:
-        for transfer in list(self._receiving):
-            if self._inbox is not None:
-                self._inbox.release(transfer, self)
-            self._emit(ev.TransferInterrupted(transfer, self._peer, "receive", reason))
-        self._receiving.clear()
-        for transfer in self._outgoing:
-            self._emit(ev.TransferInterrupted(transfer, self._peer, "send", reason))
+    def _release(self, transfer: str) -> None:
+        if self._inbox is not None:
+            self._inbox.release(transfer, self)
 
+    # --- tasks ------------------------------------------------------------------------------------------
 
-def _record_offset(state: IncomingTransfer, index: int, file: IO[bytes], position: int) -> None:
-    """Make the bytes so far durable, then record the offset (never the other way round)."""
-    file.flush()
-    os.fsync(file.fileno())
-    state.files[index].verified = position
-    state.save()
+    def _spawn(self, work: Coroutine[Any, Any, None], key: tuple[ev.Direction, str] | None = None) -> None:
+        task = asyncio.create_task(self._guarded(work))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        if key is not None:
+            self._work.setdefault(key, set()).add(task)
+            task.add_done_callback(lambda done: self._work.get(key, set()).discard(done))
 
+    async def _guarded(self, work: Coroutine[Any, Any, None]) -> None:
+        try:
+            await work
+        except SessionError:
+            pass  # the session ended: `run` tells the machine
+        except TransferProtocolError as exc:
+            self._protocol_error(exc)
+            self._flush()
 
-def _prefix_digest(file: IO[bytes], offset: int, expected: str) -> tuple[int, Any]:
-    """Hash our first ``offset`` bytes: (offset, hash) if they match the receiver's, else (0, empty hash)."""
-    digest = hashlib.sha256()
-    remaining = offset
-    while remaining:
-        chunk = file.read(min(remaining, 1024 * 1024))
-        if not chunk:
-            break
-        digest.update(chunk)
-        remaining -= len(chunk)
-    if remaining == 0 and digest.hexdigest() == expected:
-        return offset, digest
-    if offset:
-        log.info("resume point does not match our file: sending it again from the start")
-    return 0, hashlib.sha256()
+    def _stop(self, key: tuple[ev.Direction, str]) -> None:
+        """Cancel a transfer's work in one direction (not the task asking for it)."""
+        for task in self._work.pop(key, set()):
+            if task is not asyncio.current_task():
+                task.cancel()

@@ -12,6 +12,10 @@ resumes from there. A file is moved to its final name only after its SHA-256 mat
 existing file is never overwritten, and each top-level name of an offer is renamed as a whole ("photos
 (2)") when the folder already has one.
 
+A transfer has a state folder only once its offer was accepted (`Inbox.create`). That is how a re-offer of
+a transfer accepted before (resumed without asking again) is told from one never accepted (asked again):
+`app.transfer.machine` decides, from what `Inbox.load` finds.
+
 A finished transfer keeps its ``state.json`` (no partial files) for `FINISHED_RETENTION`: a sender whose
 connection dropped just before it heard the last results offers the same transfer again, and is told it is
 done instead of sending duplicates ("photos (3)"). Old records are pruned when an `Inbox` opens.
@@ -33,9 +37,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Literal
 
+from app.transfer.messages import SafeOffer
 from app.transfer.names import unique_path
 from app.transfer.progress import human_size
-from app.transfer.protocol import Offer
 
 if TYPE_CHECKING:
     from app.transfer.events import OfferReceived
@@ -253,7 +257,7 @@ class Inbox:
             return None  # damaged state: start over rather than trust it
 
     def refusal(
-        self, peer: str, offer: Offer, needed: int | None = None, folder: Path | None = None
+        self, peer: str, offer: SafeOffer, needed: int | None = None, folder: Path | None = None
     ) -> str | None:
         """Why this offer cannot be accepted into ``folder`` (a person-readable reason), or None.
 
@@ -278,7 +282,7 @@ class Inbox:
             )
         return None
 
-    def create(self, peer: str, offer: Offer, folder: Path | None = None) -> IncomingTransfer:
+    def create(self, peer: str, offer: SafeOffer, folder: Path | None = None) -> IncomingTransfer:
         """Record a newly accepted offer (into ``folder``, else ours): choose names not taken yet."""
         folder = folder or self.folder
         roots: dict[str, str] = {}

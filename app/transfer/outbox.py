@@ -16,8 +16,8 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.account.identity import write_private_file
 from app.errors import FinalError
-from app.identity import write_private_file
 
 
 class NothingToSend(FinalError):
