@@ -7,6 +7,8 @@ from typing import Any
 import pytest
 
 from app.voice.call_signalling import (
+    NO_ANSWER_AFTER,
+    RING_GRACE,
     CallEnded,
     CallEvent,
     CallRinging,
@@ -24,8 +26,9 @@ class Line:
         self.alice = CallSignalling.start("bob", self.now)
         invite = self.alice.messages_to_send()[0]
         assert invite["type"] == "call-invite"
-        self.bob = CallSignalling.incoming(invite, "alice")
+        self.bob = CallSignalling.incoming(invite, "alice", self.now)
         self.events: dict[str, list[CallEvent]] = {"alice": [], "bob": []}
+        self.sent: dict[str, list[dict[str, Any]]] = {"alice": [invite], "bob": []}
         self.cut = False
         self.flush()
 
@@ -33,9 +36,10 @@ class Line:
         moved = True
         while moved:
             moved = False
-            for sender, receiver in ((self.alice, self.bob), (self.bob, self.alice)):
+            for name, sender, receiver in (("alice", self.alice, self.bob), ("bob", self.bob, self.alice)):
                 for message in sender.messages_to_send():
                     moved = True
+                    self.sent[name].append(message)
                     if not self.cut:
                         receiver.receive(message)
             for name, machine in (("alice", self.alice), ("bob", self.bob)):
@@ -84,23 +88,96 @@ def test_decline() -> None:
     line.flush()
     assert line.ended("alice").text == "bob declined the call."
     assert line.ended("bob").text == "You declined the call."
+    assert not line.ended("bob").missed  # Bob saw it and said no
+    assert not line.ended("alice").missed
 
 
-def test_cancel_before_an_answer() -> None:
+def test_an_answered_call_is_not_missed() -> None:
     line = Line()
-    line.alice.cancel()
+    line.bob.accept()
     line.flush()
-    assert line.ended("bob").text == "alice cancelled the call."
+    line.alice.hangup()
+    line.flush()
+    assert not line.ended("bob").missed
+
+
+def test_cancel_before_an_answer_stops_the_ringing_as_a_missed_call() -> None:
+    line = Line()
+    line.advance(12)
+    line.alice.hangup()  # the caller's Hang up while it rings is a cancel
+    line.flush()
+    assert line.sent["alice"][-1] == {"type": "call-cancel", "call": line.alice.call, "reason": "cancelled"}
     assert line.ended("alice").reason == "cancelled"
+    assert line.ended("alice").text == "You cancelled the call."
+    assert not line.ended("alice").missed
+    assert line.bob.state == "ended"
+    assert line.ended("bob").text == "alice cancelled the call."
+    assert line.ended("bob").missed
+    assert line.alice.get_timer() is None
+    assert line.bob.get_timer() is None  # nothing left to ring
 
 
 def test_no_answer_after_45_seconds_is_a_missed_call() -> None:
     line = Line()
     line.advance(44.9)
-    assert line.alice.state == "ringing"
+    assert (line.alice.state, line.bob.state) == ("ringing", "incoming")
     line.advance(0.2)
+    assert line.sent["alice"][-1] == {"type": "call-cancel", "call": line.alice.call, "reason": "no answer"}
+    assert (line.ended("alice").reason, line.ended("alice").by) == ("no answer", "us")
     assert line.ended("alice").text == "bob did not answer."
+    assert not line.ended("alice").missed
+    assert line.bob.state == "ended"
     assert line.ended("bob").text == "You missed a call from alice."
+    assert line.ended("bob").missed
+
+
+def test_the_ringing_lasts_45_seconds_whatever_the_timer_is_asked() -> None:
+    line = Line()
+    assert line.alice.get_timer() == NO_ANSWER_AFTER
+    for _ in range(44):  # being woken early (or often) changes nothing
+        line.advance(1.0)
+        line.alice.handle_timer(line.now)
+        line.flush()
+    assert (line.alice.state, line.bob.state) == ("ringing", "incoming")
+
+
+def test_the_session_ending_while_it_rings_is_a_missed_call() -> None:
+    line = Line()
+    line.advance(20)
+    line.cut = True
+    line.alice.session_closed()
+    line.bob.session_closed()
+    line.flush()
+    assert line.ended("alice").text == "The session with bob ended."
+    assert not line.ended("alice").missed
+    assert line.ended("bob").reason == "closed"
+    assert line.ended("bob").missed
+    assert line.ended("bob").text == "You missed a call from alice: the session ended."
+
+
+def test_a_path_dead_while_it_rings_is_a_missed_call() -> None:
+    line = Line()
+    line.cut = True
+    line.bob.path_lost(line.now)
+    line.advance(10.1)
+    assert line.ended("bob").reason == "vanished"
+    assert line.ended("bob").missed
+    assert line.ended("bob").text == "You missed a call from alice: the connection was lost."
+
+
+def test_the_callee_stops_ringing_by_itself_when_the_cancel_never_comes() -> None:
+    line = Line()
+    line.cut = True  # the caller's cancel is lost (an old or vanished caller)
+    line.advance(NO_ANSWER_AFTER + 0.1)
+    assert line.ended("alice").reason == "no answer"
+    assert line.bob.state == "incoming"
+    line.advance(RING_GRACE - 0.2)
+    assert line.bob.state == "incoming"
+    line.advance(0.2)
+    assert line.ended("bob").reason == "no answer"
+    assert line.ended("bob").missed
+    assert line.ended("bob").text == "You missed a call from alice."
+    assert line.sent["bob"] == [{"type": "call-ringing", "call": line.bob.call}]  # nothing more to say
 
 
 def test_busy() -> None:

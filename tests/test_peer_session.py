@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from app.identity import DeviceIdentity
+from app.account.identity import DeviceIdentity
 from app.session.loss_repair import RepairConfig
 from app.session.peer_session import PeerSession, SessionConfig, SessionError, SessionRefused
 from app.session.trust import KeyChanged
@@ -42,11 +42,16 @@ async def test_both_sides_learn_the_key_the_other_proved(alice: Peer, bob: Peer)
 async def test_messages_streams_and_datagrams_cross_intact(alice: Peer, bob: Peer) -> None:
     payload = os.urandom(3 * 1024 * 1024 + 17)
     async with session_pair(alice, bob) as (ours, theirs):
+        loop = asyncio.get_running_loop()
+        theirs_heard: asyncio.Future[dict[str, object]] = loop.create_future()
+        ours_heard: asyncio.Future[dict[str, object]] = loop.create_future()
+        theirs.set_message_receiver(frozenset({"hello"}), theirs_heard.set_result)  # routed by type
+        ours.set_message_receiver("hel", ours_heard.set_result)  # or by a type's prefix
         ours.send_message({"type": "hello", "n": 1})
         theirs.send_message({"type": "hello", "n": 2})
         async with asyncio.timeout(5):
-            assert await theirs.next_message() == {"type": "hello", "n": 1}
-            assert await ours.next_message() == {"type": "hello", "n": 2}
+            assert await theirs_heard == {"type": "hello", "n": 1}
+            assert await ours_heard == {"type": "hello", "n": 2}
 
         stream_id = ours.open_stream()
 
@@ -64,9 +69,11 @@ async def test_messages_streams_and_datagrams_cross_intact(alice: Peer, bob: Pee
             await sender
         assert bytes(received) == payload
 
-        ours.send_datagram(b"audio-frame")
+        heard: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        theirs.set_datagram_receiver(0xA1, heard.set_result)  # routed by its first byte
+        ours.send_datagram(b"\xa1audio-frame")
         async with asyncio.timeout(5):
-            assert await theirs.receive_datagram() == b"audio-frame"
+            assert await heard == b"\xa1audio-frame"
 
 
 async def test_close_reason_reaches_the_peer(alice: Peer, bob: Peer) -> None:
@@ -77,7 +84,7 @@ async def test_close_reason_reaches_the_peer(alice: Peer, bob: Peer) -> None:
     assert "hung up" in reason
     assert theirs.is_closed
     with pytest.raises(SessionError):
-        await theirs.next_message()
+        theirs.send_message({"type": "hello"})
     await theirs.close()
 
 
@@ -183,3 +190,44 @@ async def test_random_loss_on_the_path_is_repaired_under_quic(alice: Peer, bob: 
         assert 0.015 < ours.repair_stats.peer_loss < 0.06
         assert theirs.repair_stats.repaired > 50
         assert theirs.repair_stats.given_up < theirs.repair_stats.repaired / 10
+
+
+async def test_an_idle_session_between_two_apps_that_are_up_stays_open(alice: Peer, bob: Peer) -> None:
+    # Nothing to say for several idle timeouts (a ringing call, an open contact): keepalives hold it open.
+    config = SessionConfig(idle_timeout=2.0)
+    async with session_pair(alice, bob, config) as (ours, theirs):
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(ours.wait_closed()), 7.0)
+        assert not ours.is_closed
+        assert not theirs.is_closed
+        heard: asyncio.Future[dict[str, object]] = asyncio.get_running_loop().create_future()
+        ours.set_message_receiver(frozenset({"still-there"}), heard.set_result)
+        theirs.send_message({"type": "still-there"})
+        async with asyncio.timeout(5):
+            assert await heard == {"type": "still-there"}
+
+
+async def test_without_keepalives_an_idle_session_expires(alice: Peer, bob: Peer) -> None:
+    # What the keepalives prevent: QUIC's idle timeout ends a silent session.
+    config = SessionConfig(idle_timeout=1.0, keepalive=False)
+    ours, theirs = await start_sessions(alice, bob, config)
+    async with asyncio.timeout(5):
+        reason = await ours.wait_closed()
+    assert reason == "no packets from bob for 1 s"
+    await asyncio.gather(ours.close(), theirs.close())
+
+
+async def test_a_session_whose_peer_vanished_ends_within_the_idle_timeout(alice: Peer, bob: Peer) -> None:
+    config = SessionConfig(idle_timeout=2.0)
+    ours, theirs = await start_sessions(alice, bob, config)
+    loop = asyncio.get_running_loop()
+    vanished = loop.time()
+    theirs.connection.close()  # bob's socket is gone: nothing of his arrives any more, our pings are lost
+    async with asyncio.timeout(8):
+        reason = await ours.wait_closed()
+    # The idle timer restarts once for our first keepalive after bob's last packet (RFC 9000 §10.1).
+    assert loop.time() - vanished < 2.0 + 2.0 / 3 + 1.0
+    assert reason == "no packets from bob for 2 s"
+    with pytest.raises(SessionError, match="no packets from bob"):
+        ours.send_message({"type": "anyone?"})
+    await asyncio.gather(ours.close(), theirs.close())

@@ -37,6 +37,15 @@ from app.voice.sound_devices import AudioDeviceError
 LINGER = 4.0
 
 
+def headline(ended: CallEnded) -> str:
+    """The ended call's window title: what happened, in two words (the line below says why)."""
+    if ended.missed:
+        return "Missed call"
+    return {"no answer": "No answer", "declined": "Declined", "busy": "Busy", "cancelled": "Cancelled"}.get(
+        ended.reason, "Call ended"
+    )
+
+
 class CallWindow(QWidget):
     """One call's window; `event` feeds it the call's events."""
 
@@ -135,6 +144,7 @@ class CallWindow(QWidget):
             self._stop_ringtone()
             self._timer.stop()
             self._show_phase("ended")
+            self.title.setText(headline(event))
             self.state.setText(event.text)
             QTimer.singleShot(int(LINGER * 1000), self.close)
 

@@ -22,7 +22,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from app.identity import DeviceIdentity
+from app.account.identity import DeviceIdentity
 
 AUTH_VERSION = 1
 _CONTEXT = b"punchline session auth v1\0"

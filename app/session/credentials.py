@@ -16,7 +16,7 @@ from cryptography.x509.oid import NameOID
 from qh3._hazmat import Certificate
 from qh3._hazmat import Ed25519PrivateKey as TlsEd25519PrivateKey
 
-from app.identity import DeviceIdentity
+from app.account.identity import DeviceIdentity
 
 #: The only TLS signature scheme either side offers or accepts (RFC 8446 §4.2.3 ``ed25519``).
 ED25519_SCHEME = 0x0807

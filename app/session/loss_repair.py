@@ -28,12 +28,11 @@ from typing import ClassVar
 
 import zfec
 
-# Kinds (the first byte). 0x30-0x33 is in RFC 7983's 20-63 range: never STUN (0-3), ChannelData (64-79) or
-# QUIC (64-255), so these share the path with the hole punch's checks.
-SOURCE = 0x30  #: a QUIC datagram no repair will cover
-PROTECTED = 0x31  #: a QUIC datagram in a group that repair datagrams will follow
-REPAIR = 0x32  #: a repair block: base sequence, k, n, block index, block
-REPORT = 0x33  #: what the sender of this report received since its last one: expected and missing datagrams
+from app.session.datagram_kinds import PathKind
+
+# Kinds (the first byte; `app.session.datagram_kinds` holds them all): in RFC 7983's 20-63 range, never
+# STUN (0-3), ChannelData (64-79) or QUIC (64-255), so these share the path with the hole punch's checks.
+SOURCE, PROTECTED, REPAIR, REPORT = (int(kind) for kind in PathKind)  # plain ints on the hot path
 
 _SOURCE = struct.Struct("!BI")
 _REPAIR = struct.Struct("!BIBBB")

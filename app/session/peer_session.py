@@ -10,7 +10,8 @@ What travels on the session:
 * stream 0 (bidirectional, opened by the dialler): control messages (`app.session.control`): first the
   dialler's identity proof (`app.session.auth`), then whatever upper layers send (file offers, call control);
 * unidirectional streams: bulk data, one per file (`app.transfer`);
-* DATAGRAM frames (RFC 9221): reserved for audio, which must never wait behind file data.
+* DATAGRAM frames (RFC 9221): audio (which must never wait behind file data) and round-trip probes, routed
+  by their first byte (`app.session.datagram_kinds`).
 
 The dialler is the QUIC client. It checks the answerer's certificate key against the pinned key before it
 sends anything (`app.session.trust`); the answerer checks the dialler's proof the same way. A refusal
@@ -27,18 +28,18 @@ import contextlib
 import logging
 import ssl
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from qh3._hazmat import Buffer
 from qh3.quic import events as quic_events
 from qh3.quic.configuration import QuicConfiguration
-from qh3.quic.connection import QuicConnection
+from qh3.quic.connection import QuicConnection, QuicConnectionError
 from qh3.quic.packet import pull_quic_header
 
+from app.account.identity import DeviceIdentity
 from app.errors import FinalError, PunchlineError, TryAgainLater
-from app.identity import DeviceIdentity
 from app.nat.connect import Connection
 from app.session.auth import AuthFailed, auth_message, verify_auth
 from app.session.bulk_pacer import BulkPacer
@@ -85,8 +86,17 @@ class StreamAborted(SessionLost):
 class SessionConfig:
     """QUIC and buffering choices (the numbers are measured in ``tests/bench/transfer_speed.py``)."""
 
-    #: Seconds without any packet from the peer before the session is declared dead (RFC 9000 §10.1).
+    #: Seconds without any packet from the peer before the session is declared dead (RFC 9000 §10.1). As
+    #: long as both apps are up, keepalives (below) keep an idle session open; only a peer that vanished
+    #: (or a path that stays dead) lets it expire. 30 s matches the path manager's consent expiry
+    #: (`app.nat.hole_punch`, RFC 7675 §5.1).
     idle_timeout: float = 30.0
+    #: Send a QUIC PING when we have sent nothing for a third of `idle_timeout` (RFC 9000 §10.1.2), so that
+    #: the peer's idle timer, and ours through its acknowledgement, restart while nobody has anything to say
+    #: (a ringing call, an open contact). The path manager's consent checks keep the path alive, but QUIC
+    #: never sees them. Sending does not restart our own idle timer: a peer that stopped answering still
+    #: ends the session after `idle_timeout`.
+    keepalive: bool = True
     #: Seconds the QUIC handshake and identity proof may take.
     handshake_timeout: float = 10.0
     #: QUIC packet size. 1280 fits every path, including the relay's ChannelData header and IPv6 tunnels;
@@ -155,9 +165,10 @@ class IncomingStream:
 class PeerSession:
     """One encrypted, authenticated session with a contact over a `Connection`'s link.
 
-    Start it with `PeerSession.start`; then exchange control messages (`send_message`, `next_message`),
-    open data streams (`open_stream`, `write`; the peer sees them in `accept_stream`), send datagrams, and
-    `close` at the end. `wait_closed` returns the reason the session ended.
+    Start it with `PeerSession.start`; then exchange control messages (`send_message`; the peer's come to
+    `set_message_receiver`), open data streams (`open_stream`, `write`; the peer sees them in
+    `accept_stream`), send datagrams, and `close` at the end. `wait_closed` returns the reason the session
+    ended.
     """
 
     def __init__(
@@ -179,17 +190,19 @@ class PeerSession:
         self._quic: QuicConnection | None = None
         self._certificate, self._private_key = tls_credentials(identity)
         self._decoder = MessageDecoder()
-        self._messages: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._incoming: asyncio.Queue[IncomingStream] = asyncio.Queue()
         self._streams: dict[int, IncomingStream] = {}
-        self._datagrams: asyncio.Queue[bytes] = asyncio.Queue(maxsize=1024)
         self._datagram_receivers: dict[int, Callable[[bytes], None]] = {}
-        self._message_receivers: dict[str, Callable[[dict[str, Any]], None]] = {}
+        self._message_types: dict[str, Callable[[dict[str, Any]], None]] = {}  # control messages' routes
+        self._message_prefixes: dict[str, Callable[[dict[str, Any]], None]] = {}
         self._authenticated: asyncio.Future[PeerIdentity] = self._loop.create_future()
         self._closed: asyncio.Future[str] = self._loop.create_future()
         self._progress = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
         self._pump_scheduled = False
+        self._handshake_done = False
+        self._last_sent = self._loop.time()  # when QUIC last sent a packet (keepalives count from it)
+        self._pings = 0
         self._repair = LossRepair(config.repair)
         self._pacer = BulkPacer()
         self._repair_timer: tuple[float, asyncio.TimerHandle] | None = None
@@ -284,22 +297,30 @@ class PeerSession:
         """Queue a control message for the peer (control messages are small: no waiting)."""
         self._check_open()
         assert self._quic is not None
-        self._quic.send_stream_data(CONTROL_STREAM, encode_message(message))
+        with self._lost_if_closing():
+            self._quic.send_stream_data(CONTROL_STREAM, encode_message(message))
         self._schedule_pump()
 
-    async def next_message(self) -> dict[str, Any]:
-        """The peer's next control message; `SessionError` once the session has ended."""
-        return await self.unless_closed(self._messages.get())
+    def set_message_receiver(
+        self, route: str | frozenset[str], receiver: Callable[[dict[str, Any]], None] | None
+    ) -> None:
+        """Hand the peer's control messages to ``receiver`` as they arrive (None: stop): those whose type is
+        in ``route`` (a set of types), or starts with it (a str: a prefix).
 
-    def set_message_receiver(self, prefix: str, receiver: Callable[[dict[str, Any]], None] | None) -> None:
-        """Hand control messages whose type starts with ``prefix`` to ``receiver`` (None: stop).
-
-        Layers share stream 0 this way: calls take ``call-*`` while file transfer reads the rest.
+        This is the one way control messages come out of the session: layers share stream 0 by type
+        (calls take ``call-*``, file transfer its `app.transfer.messages` types). Types are looked up
+        before prefixes; a message nobody registered for is logged and dropped.
         """
-        if receiver is None:
-            self._message_receivers.pop(prefix, None)
-        else:
-            self._message_receivers[prefix] = receiver
+        routes, keys = (
+            (self._message_prefixes, [route])
+            if isinstance(route, str)
+            else (self._message_types, list(route))
+        )
+        for key in keys:
+            if receiver is None:
+                routes.pop(key, None)
+            else:
+                routes[key] = receiver
 
     # --- data streams ---------------------------------------------------------------------------------
 
@@ -307,7 +328,8 @@ class PeerSession:
         """A new unidirectional stream to the peer."""
         self._check_open()
         assert self._quic is not None
-        return self._quic.get_next_available_stream_id(is_unidirectional=True)
+        with self._lost_if_closing():
+            return self._quic.get_next_available_stream_id(is_unidirectional=True)
 
     async def write(self, stream_id: int, data: bytes, *, end: bool = False) -> None:
         """Send ``data`` on a stream, waiting while more than `SessionConfig.stream_buffer` is queued."""
@@ -325,7 +347,8 @@ class PeerSession:
                 self._progress.clear()
                 await self.unless_closed(self._progress.wait())
             if not paced:  # the whole rest at once (no copy unless a call paced part of it)
-                quic.send_stream_data(stream_id, data if len(view) == len(data) else bytes(view), end)
+                with self._lost_if_closing():
+                    quic.send_stream_data(stream_id, data if len(view) == len(data) else bytes(view), end)
                 self._schedule_pump()
                 return
             wait = self._pacer.delay_for(self._loop.time())
@@ -334,7 +357,8 @@ class PeerSession:
                 continue
             piece, view = view[:_PACED_PIECE], view[_PACED_PIECE:]
             self._pacer.sent(len(piece), self._loop.time())
-            quic.send_stream_data(stream_id, bytes(piece), end and not view)
+            with self._lost_if_closing():
+                quic.send_stream_data(stream_id, bytes(piece), end and not view)
             self._schedule_pump()
             if not view:
                 return
@@ -342,7 +366,8 @@ class PeerSession:
     def reset_stream(self, stream_id: int, code: int = 0) -> None:
         """Abandon a stream we opened (the peer's `IncomingStream.read` raises `StreamAborted`)."""
         if self._quic is not None and not self._closed.done():
-            self._quic.reset_stream(stream_id, code)
+            with contextlib.suppress(SessionLost), self._lost_if_closing():
+                self._quic.reset_stream(stream_id, code)
             self._schedule_pump()
 
     async def accept_stream(self) -> IncomingStream:
@@ -355,20 +380,18 @@ class PeerSession:
         """Send one unreliable DATAGRAM frame (it goes out ahead of queued stream data)."""
         self._check_open()
         assert self._quic is not None
-        self._quic.send_datagram_frame(data)
+        with self._lost_if_closing():
+            self._quic.send_datagram_frame(data)
         self._pacer.realtime_sent(self._loop.time())
         self._pump()
         # Audio is late if its repair waits for a group to fill: send the repair right behind it.
         self._send_raw(self._repair.flush())
 
-    async def receive_datagram(self) -> bytes:
-        """The peer's next DATAGRAM frame (of the kinds no receiver was set for)."""
-        return await self.unless_closed(self._datagrams.get())
-
     def set_datagram_receiver(self, kind: int, receiver: Callable[[bytes], None] | None) -> None:
         """Hand DATAGRAM frames whose first byte is ``kind`` to ``receiver`` as they arrive (None: stop).
 
-        A call's audio goes straight to its jitter buffer this way, without waiting in a queue.
+        This is the one route for datagrams (kinds: `app.session.datagram_kinds`): a call's audio goes
+        straight to its jitter buffer, without waiting in a queue; frames of a kind nobody reads are dropped.
         """
         if receiver is None:
             self._datagram_receivers.pop(kind, None)
@@ -431,6 +454,7 @@ class PeerSession:
 
     def _send(self, packet: bytes, now: float) -> None:
         """Send one QUIC datagram on the link, through the repair layer."""
+        self._last_sent = now
         repair = self._repair
         if repair.protecting:
             self._send_raw(repair.protect(packet, now))
@@ -490,14 +514,33 @@ class PeerSession:
             self._timer.cancel()
             self._timer = None
         deadline = quic.get_timer()
+        keepalive = self._keepalive_at()
+        if keepalive is not None and (deadline is None or keepalive < deadline):
+            deadline = keepalive
         if deadline is not None and not self._closed.done():
             self._timer = self._loop.call_at(deadline, self._on_timer)
 
+    def _keepalive_at(self) -> float | None:
+        """When a keepalive PING is due (nothing sent for a third of the idle timeout), once connected."""
+        if not self._config.keepalive or not self._handshake_done or self._closed.done():
+            return None
+        return self._last_sent + self._config.idle_timeout / 3
+
     def _on_timer(self) -> None:
         self._timer = None
-        if self._quic is not None:
-            self._quic.handle_timer(self._loop.time())
-            self._pump()
+        quic = self._quic
+        if quic is None:
+            return
+        now = self._loop.time()
+        keepalive = self._keepalive_at()
+        if keepalive is not None and now >= keepalive:
+            self._pings += 1
+            # A connection the peer has just closed refuses it; the pump below handles that close.
+            with contextlib.suppress(QuicConnectionError):
+                quic.send_ping(self._pings)
+        # QUIC's own deadlines (loss detection, idle, pacing): a call before one is due does nothing.
+        quic.handle_timer(now)
+        self._pump()
 
     # --- internals: events --------------------------------------------------------------------------------
 
@@ -510,12 +553,10 @@ class PeerSession:
         elif isinstance(event, quic_events.DatagramFrameReceived):
             data = event.data
             receiver = self._datagram_receivers.get(data[0]) if data else None
-            if receiver is not None:
+            if receiver is not None:  # else a kind nobody reads now (a call's late audio): dropped
                 receiver(data)
-                return
-            with contextlib.suppress(asyncio.QueueFull):  # audio that cannot be played in time is dropped
-                self._datagrams.put_nowait(data)
         elif isinstance(event, quic_events.HandshakeCompleted):
+            self._handshake_done = True
             if self._client:
                 self._client_handshake_done()
         elif isinstance(event, quic_events.StreamReset):
@@ -545,11 +586,15 @@ class PeerSession:
         for message in messages:
             if self._authenticated.done():
                 kind = message["type"]
-                receiver = next((r for p, r in self._message_receivers.items() if kind.startswith(p)), None)
+                receiver = self._message_types.get(kind) or next(
+                    (r for p, r in self._message_prefixes.items() if kind.startswith(p)), None
+                )
                 if receiver is not None:
                     receiver(message)
                 else:
-                    self._messages.put_nowait(message)
+                    log.info(
+                        "control message %r from %s: nothing here reads it", kind[:40], self.connection.peer
+                    )
             elif self._client:
                 if message.get("type") == "welcome" and self.peer_key is not None:
                     self._authenticated.set_result(self._identify(self.peer_key, self._trust_outcome))
@@ -665,6 +710,17 @@ class PeerSession:
     def _check_open(self) -> None:
         if self._closed.done():
             raise SessionLost(self._closed.result())
+
+    @contextlib.contextmanager
+    def _lost_if_closing(self) -> Iterator[None]:
+        """QUIC refuses new data once its connection is closing (the peer quit, the idle timer fired)
+        before our close event has been handled: that is the session ending, not a bug."""
+        try:
+            yield
+        except QuicConnectionError as exc:
+            self._pump()  # the connection's own close event says best why it ended
+            self._finish(f"the session with {self.connection.peer} ended: {exc.reason_phrase or exc}")
+            raise SessionLost(self._closed.result()) from exc
 
     async def unless_closed(self, awaitable: Awaitable[T]) -> T:
         """Await ``awaitable``, or raise `SessionError` if the session ends first (for upper layers too)."""

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from app.identity import write_private_file
+from app.account.identity import write_private_file
 
 KNOWN_KEYS_FILE = "known_keys.json"
 #: Digits in a safety number (in groups of five): about 66 bits, far beyond guessing a matching key.

@@ -22,9 +22,10 @@ import struct
 from collections import deque
 from dataclasses import dataclass
 
+from app.session.datagram_kinds import DatagramKind
 from app.voice.opus_codec import SAMPLE_RATE
 
-KIND = 0xA1
+KIND = DatagramKind.AUDIO
 MAX_REDUNDANCY = 3
 _HEADER = struct.Struct("!BBHIB")
 _LENGTH = struct.Struct("!H")

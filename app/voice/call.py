@@ -160,7 +160,8 @@ class CallDesk:
                 session.send_message(busy_reply(message))
             return
         peer = session.peer.name if session.peer else session.connection.peer
-        link = CallLink(session, CallSignalling.incoming(message, peer), self._media, self._event)
+        machine = CallSignalling.incoming(message, peer, asyncio.get_running_loop().time())
+        link = CallLink(session, machine, self._media, self._event)
         self._run(link)
         if self._answer:
             link.accept()

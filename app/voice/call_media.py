@@ -25,6 +25,7 @@ import math
 import struct
 from dataclasses import dataclass, field, replace
 
+from app.session.datagram_kinds import DatagramKind
 from app.session.peer_session import PeerSession
 from app.voice.audio_io import AudioProcessor, Microphone, Speaker, level_dbfs, scale
 from app.voice.audio_packet import KIND as AUDIO_KIND
@@ -32,7 +33,7 @@ from app.voice.audio_packet import AudioPacketError, Packetizer, decode_packet
 from app.voice.jitter_buffer import Conceal, JitterBuffer, JitterConfig, Play, Recover
 from app.voice.opus_codec import SAMPLE_BYTES, SAMPLE_RATE, CodecSettings, VoiceDecoder, VoiceEncoder
 
-REPORT_KIND = 0xA2
+REPORT_KIND = DatagramKind.AUDIO_REPORT
 _REPORT = struct.Struct("!BIIddd")
 
 

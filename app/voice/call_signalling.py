@@ -16,6 +16,15 @@ call's id::
 messages to send (`messages_to_send`), events (`next_event`) and its next deadline (`get_timer`). The
 transitions are the table `TRANSITIONS`: an input with no entry for the current state is ignored (a late
 or duplicate message), never an error. A call whose path is dead for `vanish_after` seconds ends.
+
+Ringing ends in one of these ways; for the callee, every end but its own answer or decline is a missed
+call (`CallEnded.missed`, which the app shows):
+
+* the callee answers or declines;
+* the caller cancels, by hand or after `NO_ANSWER_AFTER` seconds (``call-cancel`` says which);
+* the session ends, or the path stays dead for `vanish_after` seconds;
+* the callee's own limit, `NO_ANSWER_AFTER` + `RING_GRACE` seconds, in case the caller's cancel never
+  comes (a caller that vanished without the path or the session noticing yet).
 """
 
 from __future__ import annotations
@@ -32,6 +41,8 @@ By = Literal["us", "peer", "network"]
 
 MESSAGE_PREFIX = "call-"
 NO_ANSWER_AFTER = 45.0
+#: The callee stops ringing by itself this long after the caller should have given up.
+RING_GRACE = 5.0
 VANISH_AFTER = 10.0
 
 
@@ -51,12 +62,17 @@ class CallStarted:
 
 @dataclass(frozen=True)
 class CallEnded:
-    """The call is over; ``by`` says who ended it and ``text`` says it for people."""
+    """The call is over; ``by`` says who ended it and ``text`` says it for people.
+
+    ``missed`` is true for the callee when the call rang and ended without an answer, for any reason but
+    the callee's own decline: the app shows a missed call.
+    """
 
     call: str
     reason: EndReason
     by: By
     text: str
+    missed: bool = False
 
 
 CallEvent = CallRinging | CallStarted | CallEnded
@@ -82,6 +98,7 @@ TRANSITIONS: dict[tuple[State, str], _Row] = {
     ("incoming", "decline"): ("ended", "call-decline", ("declined", "us")),
     ("incoming", "call-cancel"): ("ended", None, ("cancelled", "peer")),
     ("incoming", "call-cancel/no answer"): ("ended", None, ("no answer", "peer")),
+    ("incoming", "no-answer"): ("ended", None, ("no answer", "peer")),  # the caller's cancel never came
     # Either side, in the call.
     ("active", "hangup"): ("ended", "call-hangup", ("hung up", "us")),
     ("active", "call-hangup"): ("ended", None, ("hung up", "peer")),
@@ -97,9 +114,12 @@ def new_call_id() -> str:
     return secrets.token_hex(8)
 
 
-def end_text(reason: EndReason, by: By, peer: str) -> str:
-    """Why a call ended, in words for the UI."""
+def end_text(reason: EndReason, by: By, peer: str, *, missed: bool = False) -> str:
+    """Why a call ended, in words for the UI (``missed``: the callee's call that rang unanswered)."""
     ours = by == "us"
+    if missed and reason in ("vanished", "closed"):
+        why = "the connection was lost" if reason == "vanished" else "the session ended"
+        return f"You missed a call from {peer}: {why}."
     return {
         "declined": "You declined the call." if ours else f"{peer} declined the call.",
         "busy": f"{peer} is in another call.",
@@ -144,9 +164,17 @@ class CallSignalling:
         return machine
 
     @classmethod
-    def incoming(cls, invite: dict[str, Any], peer: str, **timeouts: float) -> CallSignalling:
-        """Answer ``invite`` by ringing: tells the caller so, and shows the call as incoming."""
+    def incoming(
+        cls, invite: dict[str, Any], peer: str, now: float | None = None, **timeouts: float
+    ) -> CallSignalling:
+        """Answer ``invite`` by ringing: tells the caller so, and shows the call as incoming.
+
+        With ``now``, the ringing also stops by itself `RING_GRACE` seconds after the caller's no-answer
+        time, should the caller's cancel never arrive.
+        """
         machine = cls(str(invite["call"]), "callee", peer, **timeouts)
+        if now is not None:
+            machine._no_answer_at = now + machine._no_answer_after + RING_GRACE
         machine._outbox.append({"type": "call-ringing", "call": machine.call})
         machine._events.append(CallRinging(machine.call))
         return machine
@@ -228,13 +256,14 @@ class CallSignalling:
         row = TRANSITIONS.get((self.state, what))
         if row is None:
             return  # late, duplicate or out of turn: nothing to do
+        was = self.state
         self.state, message, event = row
         if message is not None:
             outgoing: dict[str, Any] = {"type": message, "call": self.call}
             if message == "call-cancel":
                 outgoing["reason"] = "no answer" if what == "no-answer" else "cancelled"
             self._outbox.append(outgoing)
-        if self.state not in ("calling", "ringing"):
+        if self.state not in ("calling", "ringing", "incoming"):
             self._no_answer_at = None
         if event == "ringing":
             self._events.append(CallRinging(self.call))
@@ -242,7 +271,8 @@ class CallSignalling:
             self._events.append(CallStarted(self.call))
         elif event is not None:
             reason, by = event
-            ended = CallEnded(self.call, reason, by, end_text(reason, by, self.peer))
+            missed = was == "incoming" and by != "us"  # rang, and ended without the callee's answer
+            ended = CallEnded(self.call, reason, by, end_text(reason, by, self.peer, missed=missed), missed)
             self.ended = ended
             self._events.append(ended)
 
