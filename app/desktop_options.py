@@ -7,7 +7,7 @@ from importlib import metadata
 from pathlib import Path
 
 from app.signalling.client import DEFAULT_SERVER
-from rendezvous.config import DEFAULT_PORT, DEFAULT_STUN_PORT
+from rendezvous.wire.ports import DEFAULT_PORT, DEFAULT_STUN_PORT
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

@@ -10,12 +10,15 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from app.account import register, sign_in
-from app.identity import DeviceIdentity, load_or_create_identity
+from app.account.identity import DeviceIdentity, load_or_create_identity
+from app.account.signing_in import register, sign_in
 from app.nat.peer_link import route_address
 from app.signalling.client import Credentials, SignallingClient
-from rendezvous.config import DEFAULT_PORT, DEFAULT_STUN_PORT, Limits, ServerConfig, TurnConfig
+from rendezvous.config import Limits, ServerConfig, TurnConfig
 from rendezvous.server import RendezvousServer, StartupError
+from rendezvous.wire.ports import DEFAULT_PORT, DEFAULT_STUN_PORT
+
+__all__ = ["DEMO_USERS", "Demo", "DemoUser", "StartupError", "host_server", "lan_address", "start_demo"]
 
 DEMO_USERS = ("alice", "bob")
 

@@ -14,8 +14,9 @@ from pathlib import Path
 import platformdirs
 
 from rendezvous import log as server_log
-from rendezvous.config import DEFAULT_PORT, DEFAULT_STUN_PORT, ServerConfig, TurnConfig
+from rendezvous.config import ServerConfig, TurnConfig
 from rendezvous.server import StartupError, run
+from rendezvous.wire.ports import DEFAULT_PORT, DEFAULT_STUN_PORT
 
 
 def default_data_dir() -> Path:

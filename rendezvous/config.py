@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-DEFAULT_PORT = 8765
-DEFAULT_STUN_PORT = 3478
+from rendezvous.wire.ports import DEFAULT_PORT, DEFAULT_STUN_PORT
+
 #: File in the data directory holding the TURN REST shared secret (created 0600 when missing).
 TURN_SECRET_FILE = "turn_secret"  # noqa: S105 - a file name, not a secret
 

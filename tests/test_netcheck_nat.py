@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from app.netcheck.report import NetworkReport, pair_verdict
+from app.nat.router_behaviour import RouterBehaviour, pair_verdict
 from tests.conftest import PASSWORD
 from tests.natlab.cli import Peers, read_until
 from tests.natlab.fixtures import HostKind, LabFactory
@@ -137,8 +137,8 @@ async def test_pair_verdicts_match_what_the_connection_code_achieves(
     lines = await read_until(proc, lambda line: line["event"] == "summary", timeout=60)
     ours = next(line for line in lines if line["event"] == "netcheck")
     expected, _ = pair_verdict(
-        NetworkReport(udp=True, mapping=ours["mapping"], filtering=ours["filtering"]),
-        NetworkReport(udp=True, mapping=theirs["mapping"], filtering=theirs["filtering"]),
+        RouterBehaviour(udp=True, mapping=ours["mapping"], filtering=ours["filtering"]),
+        RouterBehaviour(udp=True, mapping=theirs["mapping"], filtering=theirs["filtering"]),
     )
     assert expected == verdict
     path = next(line for line in lines if line["event"] == "path")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from app.nat.router_behaviour import Behaviour, pair_verdict
 from app.netcheck.port_mapping import PortMapping, parse_nat_pmp
-from app.netcheck.report import Behaviour, NetworkReport, pair_verdict
+from app.netcheck.report import NetworkReport
 
 
 def router(mapping: Behaviour, filtering: Behaviour, udp: bool = True) -> NetworkReport:
@@ -38,8 +39,8 @@ EI_OR_AD: Behaviour = "endpoint-independent or address-dependent"
 def test_pair_verdicts_are_the_same_from_both_sides(
     ours: NetworkReport, theirs: NetworkReport, verdict: str
 ) -> None:
-    assert pair_verdict(ours, theirs)[0] == verdict
-    assert pair_verdict(theirs, ours) == pair_verdict(ours, theirs)
+    assert pair_verdict(ours.behaviour, theirs.behaviour)[0] == verdict
+    assert pair_verdict(theirs.behaviour, ours.behaviour) == pair_verdict(ours.behaviour, theirs.behaviour)
 
 
 def test_a_nat_pmp_answer_names_the_gateways_own_address_and_reveals_a_double_nat() -> None:

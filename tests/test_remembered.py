@@ -10,7 +10,7 @@ import keyring
 import pytest
 from keyring.backend import KeyringBackend
 
-from app.remembered import RememberedSignIn
+from app.account.remembered import RememberedSignIn
 
 
 class MemoryKeyring(KeyringBackend):

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from rendezvous import log as server_log
-from tests.check_qt_fence import qt_imports
+from tests.check_boundaries import qt_imports
 
 
 def test_qt_fence_finds_every_import_form(tmp_path: Path) -> None:

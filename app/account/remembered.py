@@ -16,8 +16,8 @@ from typing import Any, Literal
 import keyring
 import keyring.errors
 
-from app.cli.sessions import SavedSessions
-from app.identity import write_private_file
+from app.account.identity import write_private_file
+from app.account.saved_sessions import SavedSessions
 
 SETTINGS_FILE = "desktop-settings.json"
 KEYRING_SERVICE = "punchline"

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from app.identity import write_private_file
+from app.account.identity import write_private_file
 
 SESSIONS_FILE = "cli-sessions.json"
 

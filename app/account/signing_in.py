@@ -10,8 +10,8 @@ import ssl
 
 from websockets.exceptions import ConnectionClosed
 
+from app.account.identity import DeviceIdentity
 from app.errors import PunchlineError
-from app.identity import DeviceIdentity
 from app.signalling.client import (
     ClientOptions,
     Credentials,

@@ -1,1 +1,1 @@
-"""The PySide6 desktop UI. The only package allowed to import Qt (checked by tests/check_qt_fence.py)."""
+"""The PySide6 desktop UI. The only package allowed to import Qt (checked by tests/check_boundaries.py)."""

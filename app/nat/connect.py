@@ -32,15 +32,15 @@ from app.errors import TryAgainLater
 from app.nat.candidates import Candidate, NatMapping, parse_candidates, parse_nat_mapping
 from app.nat.hole_punch import HolePunchConfig
 from app.nat.peer_link import GatherConfig, GatherResult, PeerLink, RelayServer
-from app.netcheck.report import NetworkReport, pair_verdict
+from app.nat.router_behaviour import RouterBehaviour, pair_verdict
 from app.signalling.events import SignalReceived
+from rendezvous.wire.ports import DEFAULT_STUN_PORT
 from rendezvous.wire.signalling import IceServer
 from rendezvous.wire.stun import Address
 
 log = logging.getLogger("punchline.nat")
 
 OFFER, ANSWER, BYE = "punch-offer", "punch-answer", "punch-bye"
-DEFAULT_STUN_PORT = 3478
 
 
 class NoPath(TryAgainLater):
@@ -49,10 +49,14 @@ class NoPath(TryAgainLater):
 
 @dataclass(frozen=True)
 class ConnectOptions:
-    """How to connect: relay only (hides our address), loopback for one-machine tests, and time limits."""
+    """How to connect: relay only (hides our address), and time limits.
+
+    Loopback addresses are offered and accepted exactly when the rendezvous server itself is on loopback:
+    then this app and any peer offering loopback candidates run on the server's computer (two accounts
+    on one machine, the demo); a real server never makes a client probe its own loopback.
+    """
 
     force_relay: bool = False
-    allow_loopback: bool = False
     gather_timeout: float = 2.0
     #: Seconds of checks before a relayed pair may carry the call. Measured in the NAT lab at 40 ms round
     #: trip (tests/bench/connect_times.py): direct pairs answer ~0.1 s into the checks, and with 0.6 s the
@@ -131,7 +135,7 @@ class Connection:
             return None
         if "unknown" in (self.mine.nat_mapping, self.theirs.nat_mapping):
             return None
-        return pair_verdict(_report(self.mine), _report(self.theirs))
+        return pair_verdict(_behaviour(self.mine), _behaviour(self.theirs))
 
     def close(self) -> None:
         """Close the link (the peer notices through consent failure, or a bye sent by the caller of this)."""
@@ -199,18 +203,32 @@ def _new_parameters(
     )
 
 
-def _report(parameters: PunchParameters) -> NetworkReport:
-    return NetworkReport(udp=True, mapping=parameters.nat_mapping, filtering=parameters.nat_filtering)
+def _behaviour(parameters: PunchParameters) -> RouterBehaviour:
+    return RouterBehaviour(udp=True, mapping=parameters.nat_mapping, filtering=parameters.nat_filtering)
 
 
 def hopeless_direct(mine: PunchParameters, theirs: PunchParameters) -> str | None:
     """Why a direct path cannot work between these two routers (both measured), or None to try one."""
-    verdict, reason = pair_verdict(_report(mine), _report(theirs))
+    verdict, reason = pair_verdict(_behaviour(mine), _behaviour(theirs))
     return f"the network checks said so: {reason}" if verdict == "will use the relay" else None
 
 
-async def _prepare(servers: tuple[IceServer, ...], options: ConnectOptions) -> tuple[PeerLink, GatherResult]:
+def server_is_local(resolved: ResolvedIceServers) -> bool:
+    """Whether the rendezvous's STUN/TURN service is on this computer's loopback (`ConnectOptions`)."""
+    addresses = [*resolved.stun, *(r.address for r in (resolved.relay, resolved.tcp_relay) if r is not None)]
+    return bool(addresses) and all(_is_loopback(address[0]) for address in addresses)
+
+
+def _is_loopback(ip: str) -> bool:
+    return ip.startswith("127.") or ip == "::1"
+
+
+async def _prepare(
+    servers: tuple[IceServer, ...], options: ConnectOptions
+) -> tuple[PeerLink, GatherResult, bool]:
+    """A socket with our candidates gathered, and whether loopback candidates are fine (`ConnectOptions`)."""
     resolved = await resolve_ice_servers(servers)
+    loopback = server_is_local(resolved)
     link = await PeerLink.open()
     try:
         gathered = await link.gather(
@@ -219,13 +237,13 @@ async def _prepare(servers: tuple[IceServer, ...], options: ConnectOptions) -> t
                 relay=resolved.relay,
                 tcp_relay=resolved.tcp_relay,
                 timeout=options.gather_timeout,
-                allow_loopback=options.allow_loopback,
+                allow_loopback=loopback,
             )
         )
     except BaseException:
         link.close()
         raise
-    return link, gathered
+    return link, gathered, loopback
 
 
 def _begin(
@@ -273,7 +291,7 @@ class Connector:
         self._send_signal = send_signal
         self._get_ice_servers = get_ice_servers
         self._options = options or ConnectOptions()
-        self._answers: dict[str, asyncio.Future[tuple[PunchParameters, str]]] = {}
+        self._answers: dict[str, asyncio.Future[tuple[dict[str, Any], str]]] = {}
         self._incoming: asyncio.Queue[Connection | NoPath] = asyncio.Queue()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -288,13 +306,7 @@ class Connector:
         if kind == ANSWER and isinstance(session, str) and session in self._answers:
             future = self._answers[session]
             if not future.done():
-                try:
-                    parameters = PunchParameters.from_payload(
-                        event.payload, allow_loopback=self._options.allow_loopback
-                    )
-                    future.set_result((parameters, event.sender_device))
-                except NoPath as exc:
-                    future.set_exception(exc)
+                future.set_result((event.payload, event.sender_device))
             return True
         if kind == BYE and isinstance(session, str) and session in self._answers:
             future = self._answers[session]
@@ -312,19 +324,20 @@ class Connector:
     async def dial(self, contact: str) -> Connection:
         """Connect to ``contact`` (who must be online and run a `Connector`): returns once a path works."""
         session = secrets.token_hex(8)
-        link, gathered = await _prepare(await self._get_ice_servers(), self._options)
+        link, gathered, loopback = await _prepare(await self._get_ice_servers(), self._options)
         try:
             mine = _new_parameters(session, gathered, self._options)
-            answer: asyncio.Future[tuple[PunchParameters, str]] = asyncio.get_running_loop().create_future()
+            answer: asyncio.Future[tuple[dict[str, Any], str]] = asyncio.get_running_loop().create_future()
             self._answers[session] = answer
             await self._send_signal(contact, mine.to_payload(OFFER))
             try:
                 async with asyncio.timeout(self._options.answer_timeout):
-                    theirs, device = await answer
+                    payload, device = await answer
             except TimeoutError:
                 raise NoPath(f"{contact} did not answer the connection offer") from None
             finally:
                 del self._answers[session]
+            theirs = PunchParameters.from_payload(payload, allow_loopback=loopback)
             _begin(link, mine, theirs, controlling=True, options=self._options)
             await self._wait_for_path(link, contact, gathered)
         except BaseException:
@@ -348,13 +361,9 @@ class Connector:
                 await task
 
     async def _answer(self, offer: SignalReceived) -> None:
+        link, gathered, loopback = await _prepare(await self._get_ice_servers(), self._options)
         try:
-            theirs = PunchParameters.from_payload(offer.payload, allow_loopback=self._options.allow_loopback)
-        except NoPath as exc:
-            await self._incoming.put(exc)
-            return
-        link, gathered = await _prepare(await self._get_ice_servers(), self._options)
-        try:
+            theirs = PunchParameters.from_payload(offer.payload, allow_loopback=loopback)
             mine = _new_parameters(theirs.session, gathered, self._options)
             _begin(link, mine, theirs, controlling=False, options=self._options)
             await self._send_signal(offer.sender, mine.to_payload(ANSWER))

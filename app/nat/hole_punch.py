@@ -151,7 +151,7 @@ class HolePunchConfig:
     #: Use only our relay: non-relay local candidates are refused, so the peer never learns our address.
     force_relay: bool = False
     #: Why ``force_relay`` is set, when not by the user: the pair verdict of both network checks said a
-    #: direct path is hopeless (`app.netcheck.report.pair_verdict`), so no direct check is tried.
+    #: direct path is hopeless (`app.nat.router_behaviour.pair_verdict`), so no direct check is tried.
     relay_reason: str | None = None
     #: How we reach our own relay (TURN over TCP when UDP is blocked), reported in `PathInfo`.
     relay_transport: RelayTransport = "udp"

@@ -4,7 +4,9 @@ Everything on the session travels through one UDP socket, so the NAT mapping the
 one the peer's checks punch into, and the TURN allocation lives on it too. Datagrams are told apart by
 source and first byte (RFC 7983 §7): from the TURN server they go to the `TurnAllocation` (which unwraps
 relayed data); STUN (first byte 0-3) goes to the Binding transactions and the `HolePunch`; anything else
-is the application's (QUIC, first byte 64-191 apart from ChannelData).
+from the peer is the application's: the peer session's datagrams, QUIC packets wrapped by the loss-repair
+layer, whose first byte is one of its kinds (48-51, `app.session.datagram_kinds.PathKind`). ChannelData
+(64-79) from the relay is unwrapped first, so relayed application data is told apart the same way.
 
 The one exception is TURN over TCP (``app.nat.turn_stream``), for networks that let no UDP out: when the
 relay does not answer over UDP within `GatherConfig.tcp_fallback_delay`, an allocation over a TCP
@@ -12,7 +14,7 @@ connection to the same relay is tried alongside, and the first one ready is kept
 
 This module is a thin adapter in the style of aioquic's ``asyncio/protocol.py``: receive → feed the
 machines → transmit, one re-armed timer, no protocol decisions. The decisions are in `app.nat.hole_punch`,
-`app.nat.turn_client` and `app.stun_client`.
+`app.nat.turn_client` and `app.nat.stun_client`.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any
 from app.nat.candidates import Base, Candidate
 from app.nat.hole_punch import HolePunch, HolePunchConfig
 from app.nat.path_events import PathEvent, PathInfo, RelayTransport
+from app.nat.stun_client import BindingConfig, BindingFailed, BindingSucceeded, BindingTransaction
 from app.nat.turn_client import (
     AllocationExpired,
     AllocationFailed,
@@ -39,7 +42,6 @@ from app.nat.turn_client import (
     TurnEvent,
 )
 from app.nat.turn_stream import TurnStream, reliable_config
-from app.stun_client import BindingConfig, BindingFailed, BindingSucceeded, BindingTransaction
 from rendezvous.wire.stun import Address, canonical_address
 
 log = logging.getLogger("punchline.nat")

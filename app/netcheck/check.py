@@ -24,9 +24,10 @@ import socket
 from collections.abc import Sequence
 
 from app.nat.peer_link import route_address
+from app.nat.router_behaviour import Behaviour
+from app.nat.stun_client import BindingConfig, BindingSucceeded, ProbeSocket
 from app.netcheck.port_mapping import detect_port_mapping
-from app.netcheck.report import Behaviour, NetworkReport
-from app.stun_client import BindingConfig, BindingSucceeded, ProbeSocket
+from app.netcheck.report import NetworkReport
 from rendezvous.wire.stun import (
     Address,
     AttributeType,

@@ -16,18 +16,10 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any
 
 from app.nat.candidates import NatMapping, parse_nat_mapping
-
-Behaviour = Literal[
-    "endpoint-independent",
-    "address-dependent",
-    "address-and-port-dependent",
-    "endpoint-independent or address-dependent",  # a server with one IP cannot tell these apart
-    "unknown",
-]
-PairVerdict = Literal["direct likely", "direct after extra probing", "will use the relay"]
+from app.nat.router_behaviour import Behaviour, RouterBehaviour
 
 
 @dataclass(frozen=True)
@@ -74,9 +66,14 @@ class NetworkReport:
         return _in(outer, "100.64.0.0/10") or ipaddress.ip_address(outer).is_private
 
     @property
+    def behaviour(self) -> RouterBehaviour:
+        """What the connection code needs of this report (`app.nat.router_behaviour.pair_verdict`)."""
+        return RouterBehaviour(self.udp, self.mapping, self.filtering)
+
+    @property
     def symmetric(self) -> bool:
         """The router changes ports per destination (mapping is not endpoint-independent)."""
-        return self.mapping in ("address-dependent", "address-and-port-dependent")
+        return self.behaviour.symmetric
 
     def verdict(self) -> str:
         """One paragraph for people."""
@@ -110,27 +107,6 @@ class NetworkReport:
         """For ``--json``: every field, and the derived ones."""
         derived = {"behind_nat": self.behind_nat, "cgnat": self.cgnat, "double_nat": self.double_nat}
         return {**asdict(self), **derived, "verdict": self.verdict()}
-
-
-def pair_verdict(ours: NetworkReport, theirs: NetworkReport) -> tuple[PairVerdict, str]:
-    """What two networks will get from our connection code, and why, in words."""
-    if not ours.udp or not theirs.udp:
-        return "will use the relay", "one side's network lets no UDP out"
-    if ours.mapping == "unknown" or theirs.mapping == "unknown":
-        return "direct after extra probing", "one side's router could not be measured"
-    if not ours.symmetric and not theirs.symmetric:
-        return "direct likely", "both routers keep one port per socket"
-    if ours.symmetric and theirs.symmetric:
-        return "will use the relay", "both routers give a new port for every destination"
-    keeper = theirs if ours.symmetric else ours
-    if keeper.filtering in ("endpoint-independent", "address-dependent"):
-        return "direct likely", "the port-keeping side lets the other side's new port in"
-    if keeper.filtering == "endpoint-independent or address-dependent":
-        return "direct after extra probing", "the port-keeping side may let the other side's new port in"
-    return (
-        "will use the relay",
-        "one router gives a new port per destination; the other lets in only the exact port it sent to",
-    )
 
 
 def describe_report(report: NetworkReport) -> list[tuple[str, str]]:

@@ -22,12 +22,12 @@ from urllib.parse import urlsplit
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
+from app.account.identity import DeviceIdentity
 from app.backoff import Backoff
 from app.errors import FinalError, PunchlineError, TryAgainLater
-from app.identity import DeviceIdentity
 from app.signalling import events as ev
-from rendezvous.config import DEFAULT_PORT
 from rendezvous.wire import signalling as sig
+from rendezvous.wire.ports import DEFAULT_PORT
 from rendezvous.wire.signalling import Contact, ErrorCode, IceServer
 
 log = logging.getLogger("punchline.signalling")

@@ -1,7 +1,9 @@
 """STUN messages (RFC 8489), sans-IO: bytes in, a `StunMessage` out, and back. No sockets, no clock.
 
-The STUN server (``rendezvous.stun_server``) and the client (``app.stun_client``) both import this module; the
-next milestone's connectivity checks and TURN client (RFC 8656) build on it too.
+Everything that speaks STUN builds on it: the server's binding service and behaviour discovery
+(``rendezvous.stun_server``, ``rendezvous.behaviour_discovery``), the TURN relay (``rendezvous.turn_server``),
+and on the client the binding transaction (``app.nat.stun_client``), the hole punch's connectivity and
+consent checks (``app.nat.hole_punch``) and the TURN client (``app.nat.turn_client``, RFC 8656).
 
 Wire format (RFC 8489 §5-6), all integers big-endian::
 
