@@ -42,3 +42,34 @@ class Backoff:
     def reset(self) -> None:
         """Forget past failures after a success."""
         self._failures = 0
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How long an action waits for a contact who cannot be reached now, and how the pauses grow.
+
+    The one policy for sends (the app and ``punchline-cli send``): pauses from 1 s doubling to 10 s (with
+    the same jitter as reconnects), and giving up ``give_up_after`` seconds after the first failure.
+    """
+
+    backoff: BackoffPolicy = BackoffPolicy(initial=1.0, factor=2.0, maximum=10.0)
+    give_up_after: float = 600.0
+
+
+class Retry:
+    """One action's retries under a `RetryPolicy`: `next_delay` until it says to give up. Sans-IO."""
+
+    def __init__(self, policy: RetryPolicy, now: float, rng: random.Random | None = None) -> None:
+        self.policy = policy
+        self._deadline = now + policy.give_up_after
+        self._backoff = Backoff(policy.backoff, rng)
+
+    def next_delay(self, now: float) -> float | None:
+        """The pause before the next attempt, or None when it would end past the deadline: give up."""
+        delay = self._backoff.next_delay()
+        return None if now + delay > self._deadline else delay
+
+    def succeeded(self, now: float) -> None:
+        """Progress was made: the pauses start small again and the give-up time counts from ``now``."""
+        self._backoff.reset()
+        self._deadline = now + self.policy.give_up_after

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
+from app.account.identity import DeviceIdentity
 from app.backoff import Backoff, BackoffPolicy
-from app.identity import DeviceIdentity
 from app.signalling.client import ClientOptions, Credentials, SignallingClient
 from rendezvous.config import Limits, ServerConfig
 from rendezvous.server import RendezvousServer

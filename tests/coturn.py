@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from app.stun_client import StunClientError, discover_public_address
+from app.nat.stun_client import StunClientError, discover_public_address
 from rendezvous.wire.stun import Address
 from tests.processes import stop
 

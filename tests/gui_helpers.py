@@ -8,7 +8,6 @@ from pathlib import Path
 
 from app.embedded_server import Demo, start_demo
 from app.gui.main_window import MainWindow, open_main_window
-from app.nat.connect import ConnectOptions
 from app.voice.audio_backend import FileAudio
 from tests.test_call_media import write_tone
 
@@ -30,7 +29,6 @@ async def demo_windows(
                 user.config_dir,
                 downloads=user.downloads,
                 audio=FileAudio(mic, folder / f"{user.client.username}-heard"),
-                options=ConnectOptions(allow_loopback=True),
             )
             window.show()
             windows.append(window)

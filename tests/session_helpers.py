@@ -11,13 +11,13 @@ import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from app.identity import DeviceIdentity
+from app.account.identity import DeviceIdentity
 from app.nat.connect import Connection, ConnectOptions, _begin, _new_parameters
 from app.nat.peer_link import GatherConfig, PeerLink
 from app.session.peer_session import PeerSession, SessionConfig
 from app.session.trust import TrustStore
 
-OPTIONS = ConnectOptions(allow_loopback=True)
+OPTIONS = ConnectOptions()
 
 
 async def linked_connections(session: str = "s1") -> tuple[Connection, Connection]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from app.identity import DeviceIdentity
+from app.account.identity import DeviceIdentity
 from app.signalling import events as ev
 from app.signalling.client import Credentials, SignallingClient, SignInError
 from rendezvous.server import RendezvousServer

@@ -11,7 +11,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from app.identity import DeviceIdentity
+from app.account.identity import DeviceIdentity
 from app.signalling import events as ev
 from rendezvous.server import RendezvousServer
 from rendezvous.wire.signalling import MAX_MESSAGE_BYTES

@@ -67,7 +67,7 @@ async def bob_listens(server: RendezvousServer, tmp_path: Path, *options: str) -
     env = {k: v for k, v in os.environ.items() if not k.startswith("PUNCHLINE_")}
     env["PUNCHLINE_PASSWORD"] = PASSWORD
     listener = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "app.cli.main", "listen", *options, "--allow-loopback", "--json",
+        sys.executable, "-m", "app.cli.main", "listen", *options, "--json",
         "--user", "bob", "--server", server.url, "--config-dir", str(tmp_path / "bob"),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
     )  # fmt: skip
@@ -172,7 +172,7 @@ async def test_send_and_listen_move_a_folder_and_say_so(
     env["PUNCHLINE_PASSWORD"] = PASSWORD
     listener = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "app.cli.main", "listen", "--accept-files", str(downloads), "--from", "alice",
-        "--allow-loopback", "--json", "--user", "bob", "--server", server.url,
+        "--json", "--user", "bob", "--server", server.url,
         "--config-dir", str(tmp_path / "bob"),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
     )  # fmt: skip
@@ -180,7 +180,7 @@ async def test_send_and_listen_move_a_folder_and_say_so(
         assert listener.stdout is not None
         first = json.loads(await asyncio.wait_for(listener.stdout.readline(), 30))
         assert first["event"] == "listening"
-        status, lines, _ = await cli("alice", "send", str(folder), "--to", "bob", "--allow-loopback")
+        status, lines, _ = await cli("alice", "send", str(folder), "--to", "bob")
         assert status == 0, lines
         events = [line["event"] for line in lines]
         assert events[0] == "dialing"
@@ -237,7 +237,7 @@ async def test_call_and_listen_answer_talk_and_hang_up(
         assert listener.stdout is not None
         status, lines, err = await cli(
             "alice", "call", "bob", "--mic", str(tmp_path / "alice.wav"),
-            "--record", str(tmp_path / "alice-hears.wav"), "--seconds", "3", "--allow-loopback",
+            "--record", str(tmp_path / "alice-hears.wav"), "--seconds", "3",
         )  # fmt: skip
         assert status == 0, (lines, err)
         events = [line["event"] for line in lines]
@@ -268,7 +268,7 @@ async def test_a_call_to_someone_not_answering_calls_is_declined(
     try:
         status, lines, _ = await cli(
             "alice", "call", "bob", "--mic", str(tmp_path / "alice.wav"),
-            "--record", str(tmp_path / "out.wav"), "--allow-loopback",
+            "--record", str(tmp_path / "out.wav"),
         )  # fmt: skip
         assert status == 1
         assert lines[-1]["message"] == "bob declined the call."

@@ -74,7 +74,7 @@ async def test_contacts_connect_and_exchange_datagrams(
     relay_server: RendezvousServer, make_client: MakeClient, force_relay: bool
 ) -> None:
     alice, bob = await befriend(make_client, relay_server.url)
-    options = ConnectOptions(allow_loopback=True, force_relay=force_relay)
+    options = ConnectOptions(force_relay=force_relay)
     mine, theirs = await connect_pair(alice, bob, options)
     try:
         assert (mine.peer, theirs.peer) == ("bob", "alice")
@@ -100,7 +100,7 @@ async def test_dialling_an_offline_contact_fails_with_the_servers_reason(
 ) -> None:
     alice, bob = await befriend(make_client, relay_server.url)
     await bob.close()
-    dialer = Connector(alice.send_signal, alice.get_ice_servers, ConnectOptions(allow_loopback=True))
+    dialer = Connector(alice.send_signal, alice.get_ice_servers, ConnectOptions())
     with pytest.raises(Exception, match=r"offline|not online"):
         await dialer.dial("bob")
 
@@ -109,7 +109,7 @@ async def test_a_contact_that_never_answers_times_out_with_a_clear_message(
     relay_server: RendezvousServer, make_client: MakeClient
 ) -> None:
     alice, _bob = await befriend(make_client, relay_server.url)  # bob runs no Connector
-    options = ConnectOptions(allow_loopback=True, answer_timeout=0.5)
+    options = ConnectOptions(answer_timeout=0.5)
     dialer = Connector(alice.send_signal, alice.get_ice_servers, options)
     with pytest.raises(NoPath, match="bob did not answer the connection offer"):
         await dialer.dial("bob")

@@ -17,7 +17,7 @@ from PySide6.QtGui import QDragEnterEvent, QDragMoveEvent, QDropEvent
 from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 
-from app.account import sign_in
+from app.account.signing_in import sign_in
 from app.embedded_server import Demo
 from app.gui.main_window import MainWindow
 from app.signalling.client import Credentials

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from pytestqt.qtbot import QtBot
 
-from app.account import register, sign_in
+from app.account.identity import DeviceIdentity
+from app.account.signing_in import register, sign_in
 from app.gui.sign_in_dialog import SignInDialog
-from app.identity import DeviceIdentity
 from app.signalling.client import Credentials, SignallingClient
 from rendezvous.server import RendezvousServer
 from tests.conftest import PASSWORD

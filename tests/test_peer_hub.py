@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 
 from app.embedded_server import Demo, DemoUser, start_demo
-from app.nat.connect import ConnectOptions
 from app.peers import events as pe
 from app.peers.hub import Event, PeerHub
 from app.transfer import events as tev
@@ -68,7 +67,6 @@ def make_side(user: DemoUser, tmp: Path, hz: float) -> Side:
         inbox=Inbox(user.downloads, accept_from=(), ask=ask),
         media=call_media_for(audio),
         on_event=events.append,
-        options=ConnectOptions(allow_loopback=True),
     )
     hub.start()
     return Side(user, hub, audio, events, answers, asked)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from app.identity import DeviceIdentity
+from app.account.identity import DeviceIdentity
 from app.signalling import events as ev
 from app.signalling.client import Credentials, SignallingClient
 from rendezvous.config import ServerConfig

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from app.identity import DeviceIdentity
+from app.account.identity import DeviceIdentity
 from app.signalling.client import Credentials, SignallingClient
 from tests.conftest import PASSWORD, register
 

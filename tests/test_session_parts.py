@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.identity import DeviceIdentity
+from app.account.identity import DeviceIdentity
 from app.session.auth import AuthFailed, auth_message, verify_auth
 from app.session.control import MAX_MESSAGE_BYTES, ControlProtocolError, MessageDecoder, encode_message
 from app.session.credentials import certificate_identity_key, tls_credentials

@@ -13,7 +13,7 @@ from typing import Any, cast
 import pytest
 from aioice import stun as aioice_stun
 
-from app.stun_client import discover_public_address
+from app.nat.stun_client import discover_public_address
 from rendezvous.stun_server import StunServer, start_stun_server
 from tests.coturn import run_coturn
 from tests.test_stun_server import open_udp_peer

@@ -8,7 +8,7 @@ import ipaddress
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.stun_client import BindingFailed, BindingSucceeded, BindingTransaction
+from app.nat.stun_client import BindingFailed, BindingSucceeded, BindingTransaction
 from rendezvous.stun_server import MAX_AMPLIFICATION, answer
 from rendezvous.wire.stun import (
     ATTRIBUTE_CLASSES,

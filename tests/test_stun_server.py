@@ -11,7 +11,7 @@ from typing import Any, cast
 
 import pytest
 
-from app.stun_client import (
+from app.nat.stun_client import (
     BindingConfig,
     BindingFailed,
     BindingSucceeded,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from app.backoff import Backoff, BackoffPolicy
+from app.backoff import Backoff, BackoffPolicy, Retry, RetryPolicy
 from rendezvous.throttle import FailureThrottle, TokenBucket, WindowCounter
 
 
@@ -56,3 +56,20 @@ def test_backoff_spreads_a_crowd() -> None:
     assert first_retries[0] >= 0.25
     assert first_retries[-1] <= 0.5
     assert first_retries[-1] - first_retries[0] > 0.2
+
+
+def test_retry_gives_up_at_the_deadline_and_progress_restarts_the_clock() -> None:
+    policy = RetryPolicy(BackoffPolicy(initial=1.0, factor=2.0, maximum=10.0), give_up_after=30.0)
+    retry = Retry(policy, now=100.0, rng=random.Random(3))
+    now, delays = 100.0, []
+    while (delay := retry.next_delay(now)) is not None:
+        delays.append(delay)
+        now += delay
+    assert now <= 130.0
+    assert max(delays) <= 10.0
+    assert 0.5 <= delays[0] <= 1.0
+    retry.succeeded(now)
+    first, second = retry.next_delay(now), retry.next_delay(now)  # a fresh 30 s and small pauses again
+    assert first is not None
+    assert second is not None
+    assert second <= 2.0

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from websockets.asyncio.client import connect
 
-from app.identity import DeviceIdentity
+from app.account.identity import DeviceIdentity
 from app.signalling.client import ClientOptions, Credentials, ServerUnreachable, SignallingClient
 from rendezvous.server import RendezvousServer, StartupError
 from rendezvous.wire import signalling as sig

@@ -24,7 +24,8 @@ def test_a_send_goes_through_its_states_and_is_kept_as_history(tmp_path: Path) -
         "To bob: photos (2 files) (1.0 kB)",
     )
     listing.apply(pe.SendRetrying("t1", "bob", "bob is offline", 2.0))
-    assert record.detail == "bob is offline; trying again in 2 s…"
+    assert record.detail == "Waiting for bob: bob is offline. Trying again in 2 s…"
+    assert record.rate == 0.0
     listing.apply(tev.OfferMade("t1", "bob", FILES, 1000))
     listing.apply(tev.TransferAccepted("t1", "bob", "send", 0))
     listing.apply(
@@ -55,6 +56,23 @@ def test_a_transfer_that_was_going_when_the_app_stopped_reads_as_interrupted(tmp
     assert TransferList(history).records == {}
     history.write_text("{not json")
     assert TransferList(history).records == {}  # a damaged history is dropped, never fatal
+
+
+def test_transfers_under_way_survive_a_crash_in_both_sides_history(tmp_path: Path) -> None:
+    sender, receiver = TransferList(tmp_path / "alice.json"), TransferList(tmp_path / "bob.json")
+    sender.apply(pe.SendQueued("t3", "bob", FILES, 1000, False, ("/home/a/photos",)))
+    sender.apply(tev.TransferAccepted("t3", "bob", "send", 0))
+    receiver.apply(tev.OfferReceived("t3", "alice", FILES, 1000, (), False))
+    receiver.apply(tev.TransferAccepted("t3", "alice", "receive", 0))
+    receiver.apply(tev.OfferReceived("t4", "alice", FILES, 1000, (), False))  # still asking: not saved yet
+    # Both apps die here, without another event: the history was written when the transfer was accepted.
+    sent = TransferList(tmp_path / "alice.json").records["t3"]
+    assert (sent.state, sent.can_resume) == ("interrupted", True)
+    assert sent.detail == "Interrupted when Punchline closed. Resume sends the rest."
+    got = TransferList(tmp_path / "bob.json").records
+    assert got["t3"].state == "interrupted"
+    assert got["t3"].detail == "Interrupted when Punchline closed. It resumes when alice sends again."
+    assert "t4" not in got
 
 
 def test_titles_name_the_one_folder_or_count_the_files() -> None:

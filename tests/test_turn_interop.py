@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import pytest
 from websockets.asyncio.client import connect
 
-from app.identity import DeviceIdentity
+from app.account.identity import DeviceIdentity
 from app.signalling.client import ClientOptions, Credentials, SignallingClient
 from rendezvous.config import TurnConfig
 from rendezvous.server import RendezvousServer

@@ -19,10 +19,14 @@ BAR_WIDTH = 30
 
 
 class TransferPrinter:
-    """Turns transfer events into output; ``path`` says how the session is connected right now."""
+    """Turns transfer events into output; ``path(peer)`` says how we are connected to a peer right now."""
 
     def __init__(
-        self, emit: Emit, as_json: bool, path: Callable[[], PathInfo | None], bar_stream: TextIO = sys.stderr
+        self,
+        emit: Emit,
+        as_json: bool,
+        path: Callable[[str], PathInfo | None],
+        bar_stream: TextIO = sys.stderr,
     ) -> None:
         self._emit = emit
         self._json = as_json
@@ -37,7 +41,7 @@ class TransferPrinter:
             self._progress(event)
             return
         self._clear_bar()
-        path = self._path()
+        path = self._path(event.peer)
         kind = path.kind if path is not None else None
         common: dict[str, Any] = {"transfer": event.transfer, "peer": event.peer}
         if isinstance(event, ev.OfferMade):
@@ -143,7 +147,7 @@ class TransferPrinter:
     def _progress(self, event: ev.TransferProgress) -> None:
         percent = int(100 * event.bytes_done / event.total) if event.total else 100
         if self._json:
-            path = self._path()
+            path = self._path(event.peer)
             self._emit(
                 "progress",
                 "",

@@ -26,18 +26,16 @@ import platformdirs
 import qasync
 from PySide6.QtWidgets import QApplication, QMessageBox
 
-from app.account import AccountError, register, sign_in
+from app.account.identity import load_or_create_identity
+from app.account.remembered import RememberedSignIn
+from app.account.signing_in import AccountError, register, sign_in
 from app.desktop_options import parse_args
-from app.embedded_server import host_server, lan_address, start_demo
+from app.embedded_server import StartupError, host_server, lan_address, start_demo
 from app.gui.icons import icon
 from app.gui.main_window import MainWindow, open_main_window
 from app.gui.sign_in_dialog import SignInDialog
-from app.identity import load_or_create_identity
-from app.nat.connect import ConnectOptions
-from app.remembered import RememberedSignIn
 from app.signalling.client import DEFAULT_SERVER, Credentials, SignallingClient, SignallingError
 from app.voice.audio_backend import AudioBackend, DeviceAudio, FileAudio
-from rendezvous.server import StartupError
 
 T = TypeVar("T")
 SIGNED_OUT = "signed out by you"
@@ -99,8 +97,9 @@ async def run_signed_in(args: argparse.Namespace) -> int:
     dialog.signed_in.connect(signed_in.put_nowait)
     dialog.rejected.connect(quit_requested.set)
 
+    # The token is kept per server: ``--server`` naming the remembered one keeps the sign-in, another asks.
     token = remembered.token(default_server, last_user) if last_user else None
-    if token and last_user and not args.server:
+    if token and last_user:
         try:
             signed_in.put_nowait(await sign_in(default_server, Credentials(last_user, token=token), identity))
         except AccountError as exc:
@@ -144,6 +143,7 @@ async def run_signed_in(args: argparse.Namespace) -> int:
             remembered.set_option("input_device", audio.input_device)
             remembered.set_option("output_device", audio.output_device)
             await window.sign_out()
+            window.quit_on_close = False  # closed to show the sign-in window, not to quit
             window.close()
             window = None
             if reason is None:
@@ -177,7 +177,6 @@ async def run_demo(args: argparse.Namespace) -> int:
                 user.config_dir,
                 downloads=user.downloads,
                 audio=audio_backend(args, user.config_dir),
-                options=ConnectOptions(allow_loopback=True),
             )
             window.setWindowTitle(f"Punchline demo — {user.client.username}")
             window.move(40 + index * 620, 60)

@@ -36,6 +36,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.account.identity import DeviceIdentity
+from app.errors import PunchlineError
 from app.gui.call_window import CallWindow
 from app.gui.contact_list import ContactList, dropped_paths
 from app.gui.icons import icon
@@ -43,16 +45,13 @@ from app.gui.netcheck_dialog import NetworkCheckDialog
 from app.gui.offer_banner import OfferBanner
 from app.gui.status_panel import StatusPanel
 from app.gui.transfers_panel import TransfersPanel
-from app.identity import DeviceIdentity
-from app.nat.connect import ConnectOptions, NoPath
 from app.netcheck.check import LIFETIME_STEPS, measure_lifetime, resolve_host, run_network_check
 from app.netcheck.report import NetworkReport
 from app.peers import events as pe
 from app.peers.hub import Event, PeerHub
 from app.peers.transfer_list import TransferList, TransferRecord, title_of
-from app.session.peer_session import SessionError
 from app.signalling import events as sev
-from app.signalling.client import ServerError, SignallingClient, SignallingError
+from app.signalling.client import SignallingClient, SignallingError
 from app.transfer import events as tev
 from app.transfer.inbox import Inbox
 from app.transfer.outbox import NothingToSend
@@ -60,9 +59,6 @@ from app.voice.audio_backend import AudioBackend, call_media_for
 from app.voice.call import CallLink
 from app.voice.call_signalling import CallEnded, CallStarted
 from rendezvous.wire.signalling import Contact
-
-#: How an incoming call ends when nobody answered it.
-MISSED = ("cancelled", "no answer")
 
 
 class ContactPane(QWidget):
@@ -136,6 +132,8 @@ class MainWindow(QMainWindow):
         self.offers: dict[str, OfferBanner] = {}
         self.calls: dict[str, CallWindow] = {}
         self.close_to_tray = False
+        #: Closing the window quits the app, unless the app closes it itself (after Sign out).
+        self.quit_on_close = True
         self.network_report: NetworkReport | None = None
         self._checking: asyncio.Future[None] | None = None
         self._lifetime: asyncio.Future[None] | None = None
@@ -407,7 +405,7 @@ class MainWindow(QMainWindow):
         async def run() -> None:
             try:
                 await coroutine
-            except (ServerError, SignallingError) as exc:
+            except SignallingError as exc:
                 self.say(str(exc))
             else:
                 if done:
@@ -493,7 +491,7 @@ class MainWindow(QMainWindow):
         self.say(f"Calling {name}…")
         try:
             link = await self.hub.call(name)
-        except (RuntimeError, NoPath, SessionError, SignallingError) as exc:
+        except (RuntimeError, PunchlineError) as exc:  # already in a call; offline, no path, refused
             self.say(f"Cannot call {name}: {exc}")
             return None
         self.notice.hide()
@@ -519,9 +517,12 @@ class MainWindow(QMainWindow):
             window.raise_()
             window.activateWindow()
             self.notify(f"{update.peer} is calling", "Open Punchline to answer.")
-        elif window.incoming and isinstance(update.event, CallEnded) and update.event.reason in MISSED:
+        elif isinstance(update.event, CallEnded) and update.event.missed:
+            # Rang unanswered: cancelled, no answer, or the session or path ended while it rang.
             self.say(f"Missed call from {update.peer}.")
             self.notify(f"Missed call from {update.peer}", update.event.text)
+        elif isinstance(update.event, CallEnded) and not window.incoming:
+            self.say(update.event.text)  # "bob did not answer.": still there once the call window closes
         self.refresh_pane()
 
     # --- desktop ---------------------------------------------------------------------------------------
@@ -552,7 +553,8 @@ class MainWindow(QMainWindow):
             self.tray.showMessage("Punchline is still running", "Calls and files still reach you.")
             return
         event.accept()
-        self.quit_requested.emit()
+        if self.quit_on_close:
+            self.quit_requested.emit()
 
     async def sign_out(self) -> None:
         """Hang up, stop transfers (resumable), close the hub and the client."""
@@ -576,7 +578,6 @@ def open_main_window(
     *,
     downloads: Path,
     audio: AudioBackend,
-    options: ConnectOptions | None = None,
 ) -> MainWindow:
     """A `MainWindow` for ``client`` with a started `PeerHub` behind it."""
     window = MainWindow(client, TransferList(config_dir / "transfers.json"), audio, downloads)
@@ -587,7 +588,6 @@ def open_main_window(
         inbox=Inbox(downloads, accept_from=(), ask=window.ask_about_offer),
         media=call_media_for(audio, on_problem=window.say),
         on_event=window.handle,
-        options=options,
     )
     window.attach(hub)
     hub.start()

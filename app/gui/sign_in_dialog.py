@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.account import AccountError
+from app.account.signing_in import AccountError
 from app.signalling.client import SignallingClient
 
 #: (server, username, password) → a signed-in client, or `AccountError`.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from app.nat.path_events import PathInfo
+from app.nat.path_events import PathEvent, PathInfo
 from app.transfer.events import FileEntry
 from app.voice.call import CallLink
 from app.voice.call_signalling import CallEvent
@@ -42,6 +42,42 @@ class PeerUpdated:
 
 
 @dataclass(frozen=True)
+class Dialling:
+    """We are finding a path to ``peer`` (to send, call or measure); `PeerUpdated` follows as it goes."""
+
+    peer: str
+
+
+@dataclass(frozen=True)
+class PathUpdate:
+    """What the path manager said about the path to ``peer``: selected, changed, lost, back, or stats."""
+
+    peer: str
+    event: PathEvent
+
+
+@dataclass(frozen=True)
+class SessionFailed:
+    """A session did not start: no path, or the identity check refused it (``refused``).
+
+    ``incoming``: the contact dialled us (``peer`` is empty when the offer itself was unusable).
+    """
+
+    peer: str
+    reason: str
+    refused: bool
+    incoming: bool
+
+
+@dataclass(frozen=True)
+class SessionEnded:
+    """The session with ``peer`` ended; ``reason`` says why ("closed" when either side simply closed)."""
+
+    peer: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class SendQueued:
     """The user asked to send files; they go as soon as a session with ``peer`` works."""
 
@@ -66,7 +102,8 @@ class SendRetrying:
 
 @dataclass(frozen=True)
 class SendGaveUp:
-    """No session for `PeerHub.give_up_after` seconds: the transfer stops; sending again resumes it."""
+    """No working session within the retry policy's time (or a final refusal): the transfer stops;
+    sending again (or Resume) goes on from where it stopped."""
 
     transfer: str
     peer: str
@@ -82,4 +119,14 @@ class CallUpdate:
     event: CallEvent
 
 
-HubEvent = PeerUpdated | SendQueued | SendRetrying | SendGaveUp | CallUpdate
+HubEvent = (
+    PeerUpdated
+    | Dialling
+    | PathUpdate
+    | SessionFailed
+    | SessionEnded
+    | SendQueued
+    | SendRetrying
+    | SendGaveUp
+    | CallUpdate
+)

@@ -1,14 +1,17 @@
-"""A signed-in app's sessions with its contacts: made when needed, serving files and calls.
+"""A signed-in client's sessions with its contacts: made when needed, serving files, calls and echoes.
 
-`PeerHub` is the desktop app's core and holds no Qt. It is the one reader of the signalling client's
-events: connection signals go to its `Connector`, everything else is passed on. Sending files or calling a
-contact dials them (once: later actions reuse the session); a contact who dials us is answered. Each
-session gets a `TransferEndpoint` (offers are put to the user through the inbox's ``ask``) and the one
-`CallDesk`. Everything the app shows arrives through ``on_event``: signalling events, transfer events,
-`app.peers.events` (link state, queued/retrying sends, call updates).
+`PeerHub` is the one core of the desktop app *and* of ``punchline-cli`` (connect, listen, send, call): it
+holds no Qt and prints nothing. It is the one reader of the signalling client's events: connection signals
+go to its `Connector`, everything else is passed on. Sending files or calling a contact dials them (once:
+later actions reuse the session); a contact who dials us is answered. Each session gets a
+`TransferEndpoint` (offers go to the `Inbox`: asked, accepted into a folder, or accepted from named
+contacts), the one `CallDesk` (calls rung, answered at once, or declined: `HubConfig.calls`) and an echo
+responder. Everything a front-end shows arrives through ``on_event``: signalling events, transfer events
+and `app.peers.events` (link state, raw path events, sessions, queued/retrying sends, call updates).
 
-A send survives the contact being offline or the path dropping: it retries with growing pauses for
-`give_up_after` seconds and resumes from the receiver's verified offsets (`app.transfer.outbox`).
+A send survives the contact being offline, quitting or the path dropping: it retries under the one
+`RetryPolicy` (pauses growing to 10 s; at once when the contact comes back online), says why it waits,
+and resumes from the receiver's verified offsets (`app.transfer.outbox`).
 """
 
 from __future__ import annotations
@@ -20,28 +23,48 @@ import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from app.identity import DeviceIdentity
+from app.account.identity import DeviceIdentity
+from app.backoff import Retry, RetryPolicy
+from app.errors import FinalError, PunchlineError, TryAgainLater
 from app.nat.connect import Connection, ConnectOptions, Connector, NoPath
 from app.nat.path_events import PathChanged, PathEvent, PathLost, PathRecovered, PathSelected, PathStats
 from app.netcheck.report import NetworkReport
 from app.peers import events as pe
-from app.session.peer_session import PeerSession, SessionConfig, SessionError
+from app.session.echo import answer_echoes
+from app.session.peer_session import PeerSession, SessionConfig, SessionRefused
 from app.session.trust import TrustStore, safety_number
 from app.signalling import events as sev
-from app.signalling.client import NotConnected, ServerError, SignallingClient
+from app.signalling.client import ContactOffline, SignallingClient
 from app.transfer import events as tev
 from app.transfer.endpoint import TransferEndpoint, TransferRefused
 from app.transfer.inbox import Inbox
 from app.transfer.outbox import OutgoingTransfers, SourceFile, collect_files
 from app.voice.call import CallDesk, CallLink, MediaFactory
-from app.voice.call_signalling import CallEvent
+from app.voice.call_signalling import CallEvent, CallRinging
 from rendezvous.wire.signalling import Contact
 
 log = logging.getLogger("punchline.peers")
 
 Event = sev.SignallingEvent | tev.TransferEvent | pe.HubEvent
+#: What happens to an incoming call: ``ask`` rings (the user answers), ``answer`` picks up at once,
+#: ``decline`` says "not now" (nobody is there to answer: ``punchline-cli listen`` without ``--answer``).
+CallPolicy = Literal["ask", "answer", "decline"]
+
+
+@dataclass(frozen=True)
+class HubConfig:
+    """How a hub connects, runs sessions, treats incoming calls and retries sends (documented defaults)."""
+
+    connect: ConnectOptions = field(default_factory=ConnectOptions)
+    session: SessionConfig | None = None
+    calls: CallPolicy = "ask"
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+
+class SendGaveUp(TryAgainLater):
+    """A send found no working session within the retry policy's time; sending again resumes it."""
 
 
 def listed_key(contacts: dict[str, Contact], connection: Connection) -> bytes | None:
@@ -55,7 +78,7 @@ def listed_key(contacts: dict[str, Contact], connection: Connection) -> bytes | 
 
 
 @dataclass
-class _Line:
+class PeerLine:
     """One live session with a contact and what serves it."""
 
     connection: Connection
@@ -71,13 +94,16 @@ class _Send:
     peer: str
     files: list[SourceFile]
     task: asyncio.Task[None] | None = None
+    #: Its end: the receiver's `TransferFinished`, or `TransferRefused` / `SendGaveUp`.
+    outcome: asyncio.Future[tev.TransferFinished] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+    #: Set when the contact comes back online: a waiting retry goes at once.
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class PeerHub:
     """See the module docstring. `start` it after sign-in, `close` it before signing out."""
-
-    #: How long a send keeps retrying without a working session (the CLI's default too).
-    give_up_after = 600.0
 
     def __init__(
         self,
@@ -85,23 +111,22 @@ class PeerHub:
         identity: DeviceIdentity,
         config_dir: Path,
         *,
-        inbox: Inbox,
+        inbox: Inbox | None,
         media: MediaFactory,
         on_event: Callable[[Event], None],
-        options: ConnectOptions | None = None,
-        session_config: SessionConfig | None = None,
+        config: HubConfig | None = None,
     ) -> None:
         self.client = client
         self.identity = identity
         self.inbox = inbox
+        self.config = config or HubConfig()
         self._trust = TrustStore(config_dir)
         self._outbox = OutgoingTransfers(config_dir / "transfers")
         self._emit = on_event
-        self._session_config = session_config
-        self._connector = Connector(client.send_signal, client.get_ice_servers, options)
-        self.desk = CallDesk(media, self._call_event, answer=False)
-        self._lines: dict[str, _Line] = {}
-        self._dialling: dict[str, asyncio.Future[_Line]] = {}
+        self._connector = Connector(client.send_signal, client.get_ice_servers, self.config.connect)
+        self.desk = CallDesk(media, self._call_event, answer=self.config.calls == "answer")
+        self._lines: dict[str, PeerLine] = {}
+        self._dialling: dict[str, asyncio.Future[PeerLine]] = {}
         self._states: dict[str, pe.PeerState] = {}
         self._sends: dict[str, _Send] = {}
         self._transfer_peers: dict[str, str] = {}
@@ -115,7 +140,7 @@ class PeerHub:
         self._spawn(self._read_signalling())
         self._spawn(self._answer_incoming())
 
-    async def close(self) -> None:
+    async def close(self, reason: str = "signed out") -> None:
         """Hang up, stop sending (unfinished transfers stay resumable) and close every session."""
         self._closed = True
         call = self.desk.current
@@ -125,7 +150,7 @@ class PeerHub:
             if send.task is not None:
                 send.task.cancel()
         lines = list(self._lines.values())
-        await asyncio.gather(*(line.session.close("signed out") for line in lines), return_exceptions=True)
+        await asyncio.gather(*(line.session.close(reason) for line in lines), return_exceptions=True)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -159,11 +184,20 @@ class PeerHub:
         send.task = self._spawn(self._send(transfer, send))
         return transfer
 
+    async def wait_for_send(self, transfer: str) -> tev.TransferFinished:
+        """Wait until the send ends: the receiver's result, or `TransferRefused` / `SendGaveUp`."""
+        send = self._sends.get(transfer)
+        if send is None:
+            raise KeyError(transfer)
+        return await asyncio.shield(send.outcome)
+
     def resume(self, transfer: str) -> bool:
         """Start an interrupted or given-up send again (it resumes where it stopped); False if unknown."""
         send = self._sends.get(transfer)
         if send is None or (send.task is not None and not send.task.done()):
             return False
+        if send.outcome.done():
+            send.outcome = asyncio.get_running_loop().create_future()
         send.task = self._spawn(self._send(transfer, send))
         return True
 
@@ -181,34 +215,45 @@ class PeerHub:
                 # endpoint's own event is harmless).
                 send.task.cancel()
                 self._emit(tev.TransferCancelled(transfer, send.peer, "send", "us", "cancelled"))
+            _settle(send.outcome, error=TransferRefused("cancelled"))
 
     async def _send(self, transfer: str, send: _Send) -> None:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.give_up_after
-        delay = 1.0
+        retry = Retry(self.config.retry, loop.time())
         while True:
             try:
                 line = await self.session_with(send.peer)
                 finished = await line.endpoint.send(transfer, send.files)
-            except TransferRefused:
-                break  # declined or cancelled: the endpoint said so
-            except (NoPath, SessionError, NotConnected, ServerError) as exc:
-                if isinstance(exc, ServerError) and exc.code != "offline":
-                    self._emit(pe.SendGaveUp(transfer, send.peer, str(exc)))
-                    return
-                reason = f"{send.peer} is offline" if isinstance(exc, ServerError) else str(exc)
-                if loop.time() + delay > deadline:
+            except TransferRefused as exc:
+                # Declined or cancelled (the endpoint said so): never sent again by itself.
+                self._outbox.finished(send.peer, send.files)
+                self._sends.pop(transfer, None)
+                _settle(send.outcome, error=exc)
+                return
+            except FinalError as exc:  # not a contact, a changed key...: waiting will not help
+                self._emit(pe.SendGaveUp(transfer, send.peer, str(exc)))
+                _settle(send.outcome, error=exc)
+                return
+            except TryAgainLater as exc:
+                reason = str(exc)
+                delay = retry.next_delay(loop.time())
+                if delay is None:
                     self._emit(pe.SendGaveUp(transfer, send.peer, reason))
+                    _settle(send.outcome, error=SendGaveUp(reason))
                     return
                 self._emit(pe.SendRetrying(transfer, send.peer, reason, delay))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+                send.wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await send.wake.wait()  # the contact came back online: try now
                 continue
             if finished.failed:
+                _settle(send.outcome, result=finished)
                 return  # kept: "resume" sends the failed files again
             break
         self._outbox.finished(send.peer, send.files)
         self._sends.pop(transfer, None)
+        _settle(send.outcome, result=finished)
 
     def _transfer_event(self, event: tev.TransferEvent) -> None:
         self._transfer_peers[event.transfer] = event.peer
@@ -225,11 +270,20 @@ class PeerHub:
 
     def _call_event(self, link: CallLink, event: CallEvent) -> None:
         self._emit(pe.CallUpdate(link.machine.peer, link, event))
+        if (
+            self.config.calls == "decline"
+            and isinstance(event, CallRinging)
+            and link.machine.role == "callee"
+        ):
+            link.decline()  # nobody here to pick up
 
     # --- sessions --------------------------------------------------------------------------------------
 
-    async def session_with(self, peer: str) -> _Line:
-        """The live session with ``peer``, dialling them if there is none (one dial at a time per peer)."""
+    async def session_with(self, peer: str) -> PeerLine:
+        """The live session with ``peer``, dialling them if there is none (one dial at a time per peer).
+
+        Raises `TryAgainLater` (offline, no path, session lost) or `FinalError` (refused) kinds.
+        """
         line = self._lines.get(peer)
         if line is not None and not line.session.is_closed:
             return line
@@ -240,16 +294,20 @@ class PeerHub:
             pending.add_done_callback(lambda _f: self._dialling.pop(peer, None))
         return await asyncio.shield(pending)
 
-    async def _dial(self, peer: str) -> _Line:
+    async def _dial(self, peer: str) -> PeerLine:
         self._update(peer, state="connecting", problem=None)
+        self._emit(pe.Dialling(peer))
         try:
             connection = await self._connector.dial(peer)
             return await self._adopt(connection)
-        except (NoPath, SessionError, NotConnected, ServerError) as exc:
-            problem = (
-                f"{peer} is offline" if isinstance(exc, ServerError) and exc.code == "offline" else str(exc)
-            )
+        except PunchlineError as exc:
+            problem = f"{peer} is offline" if isinstance(exc, ContactOffline) else str(exc)
             self._update(peer, state="failed", problem=problem)
+            self._emit(
+                pe.SessionFailed(peer, problem, refused=isinstance(exc, SessionRefused), incoming=False)
+            )
+            if isinstance(exc, ContactOffline):
+                raise ContactOffline(exc.code, problem) from exc
             raise
 
     async def _answer_incoming(self) -> None:
@@ -258,6 +316,7 @@ class PeerHub:
                 connection = await self._connector.accept()
             except NoPath as exc:
                 log.info("an incoming connection failed: %s", exc)
+                self._emit(pe.SessionFailed("", str(exc), refused=False, incoming=True))
                 continue
             self._spawn(self._adopt_incoming(connection))
 
@@ -265,10 +324,15 @@ class PeerHub:
         self._update(connection.peer, state="connecting", problem=None)
         try:
             await self._adopt(connection)
-        except SessionError as exc:
+        except PunchlineError as exc:
             self._update(connection.peer, state="failed", problem=str(exc))
+            self._emit(
+                pe.SessionFailed(
+                    connection.peer, str(exc), refused=isinstance(exc, SessionRefused), incoming=True
+                )
+            )
 
-    async def _adopt(self, connection: Connection) -> _Line:
+    async def _adopt(self, connection: Connection) -> PeerLine:
         """Start the session on a connection that found a path, and serve it."""
         path_events = self._spawn(self._follow_path(connection))
         try:
@@ -277,7 +341,7 @@ class PeerHub:
                 self.identity,
                 self._trust,
                 expected_key=listed_key(self.client.contacts, connection),
-                config=self._session_config,
+                config=self.config.session,
             )
         except BaseException:
             path_events.cancel()
@@ -285,7 +349,8 @@ class PeerHub:
             raise
         endpoint = TransferEndpoint(session, inbox=self.inbox, on_event=self._transfer_event)
         self.desk.attach(session)
-        line = _Line(connection, session, endpoint, [path_events])
+        answer_echoes(session)
+        line = PeerLine(connection, session, endpoint, [path_events])
         self._lines[connection.peer] = line
         line.tasks.append(self._spawn(self._serve(line)))
         assert session.peer is not None
@@ -305,7 +370,7 @@ class PeerHub:
         )
         return line
 
-    async def _serve(self, line: _Line) -> None:
+    async def _serve(self, line: PeerLine) -> None:
         peer = line.connection.peer
         try:
             reason = await line.endpoint.run()
@@ -317,6 +382,7 @@ class PeerHub:
             line.connection.close()
         if self._lines.get(peer) is line:
             del self._lines[peer]
+            self._emit(pe.SessionEnded(peer, reason))
             if not self._closed:
                 self._update(peer, state="idle", path=None, rtt_ms=None, loss=None, problem=_ended(reason))
 
@@ -329,6 +395,7 @@ class PeerHub:
                 self.desk.path_event(line.session, event)
             elif line is not None:
                 continue  # an older connection to the same contact
+            self._emit(pe.PathUpdate(peer, event))
             self._path_event(peer, event)
 
     def _path_event(self, peer: str, event: PathEvent) -> None:
@@ -352,6 +419,10 @@ class PeerHub:
             event = await self.client.next_event()
             if isinstance(event, sev.SignalReceived) and self._connector.handle_signal(event):
                 continue
+            if isinstance(event, sev.PresenceChanged) and event.status != "offline":
+                for send in self._sends.values():
+                    if send.peer == event.username:
+                        send.wake.set()
             self._emit(event)
 
     def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
@@ -364,6 +435,22 @@ class PeerHub:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("peer hub task failed", exc_info=task.exception())
+
+
+def _settle(
+    outcome: asyncio.Future[tev.TransferFinished],
+    *,
+    result: tev.TransferFinished | None = None,
+    error: BaseException | None = None,
+) -> None:
+    """End a send's outcome once (a later cancel of a finished send changes nothing)."""
+    if outcome.done():
+        return
+    if error is not None:
+        outcome.set_exception(error)
+        outcome.exception()  # retrieved: nobody may be waiting for it (the window shows events instead)
+    elif result is not None:
+        outcome.set_result(result)
 
 
 def _ended(reason: str) -> str | None:

@@ -1,8 +1,9 @@
 """The transfers panel's contents without Qt: a record per transfer, kept current from events, and history.
 
 Each record says what the user sees: who, which files, how far, how fast, what state in words, and which
-buttons make sense (cancel, resume, show in folder). Finished, failed and interrupted transfers are kept in
-``transfers.json`` (the newest `HISTORY_LIMIT`), so that the panel shows them after a restart and an
+buttons make sense (cancel, resume, show in folder). Every transfer is written to ``transfers.json`` (the
+newest `HISTORY_LIMIT`) when it is queued, accepted and when it stops, so that after a restart, a crash
+included, the panel still shows it on both sides: one that was under way then reads "interrupted", and an
 interrupted send can be resumed from there.
 """
 
@@ -96,7 +97,8 @@ class TransferList:
         finished_before = not record.active
         _update(record, event)
         record.updated = time.time()
-        if (not record.active and not finished_before) or isinstance(event, tev.TransferInterrupted):
+        stopped = not record.active and not finished_before
+        if stopped or isinstance(event, _SAVED_ON):
             self._save()
         return record
 
@@ -132,8 +134,8 @@ class TransferList:
             data = json.loads(self.path.read_text(encoding="utf-8"))
             for item in data["transfers"]:
                 record = TransferRecord(**item)
-                if record.active:  # the app stopped while it was going
-                    record.state, record.detail = "interrupted", "Interrupted when Punchline closed."
+                if record.active:  # the app stopped (or crashed) while it was going
+                    _stopped_by_restart(record)
                 self.records[record.transfer] = record
         except FileNotFoundError:
             return
@@ -141,13 +143,32 @@ class TransferList:
             return  # a damaged history is not worth stopping the app for; it is rewritten on the next save
 
     def _save(self) -> None:
-        kept = sorted((r for r in self.records.values() if not r.active), key=lambda r: -r.updated)
+        kept = sorted(self.records.values(), key=lambda r: -r.updated)
         data = {"version": 1, "transfers": [asdict(r) for r in kept[:HISTORY_LIMIT]]}
         with contextlib.suppress(OSError):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             temporary = self.path.with_suffix(".tmp")
             temporary.write_text(json.dumps(data), encoding="utf-8")
             os.replace(temporary, self.path)
+
+
+#: Events after which the history is written although the transfer goes on: it then survives a crash.
+_SAVED_ON = (pe.SendQueued, tev.TransferAccepted, tev.TransferInterrupted, pe.SendRetrying)
+
+
+def _stopped_by_restart(record: TransferRecord) -> None:
+    """A record that was active when Punchline stopped, as the panel shows it after a restart."""
+    record.rate, record.eta = 0.0, None
+    if record.direction == "send":
+        record.state, record.detail = (
+            "interrupted",
+            "Interrupted when Punchline closed. Resume sends the rest.",
+        )
+    elif record.state == "asking":
+        record.state, record.detail = "interrupted", "Not answered before Punchline closed."
+    else:
+        record.state = "interrupted"
+        record.detail = f"Interrupted when Punchline closed. It resumes when {record.peer} sends again."
 
 
 def _update(record: TransferRecord, event: tev.TransferEvent | pe.HubEvent) -> None:
@@ -191,6 +212,7 @@ def _update(record: TransferRecord, event: tev.TransferEvent | pe.HubEvent) -> N
         who = "You" if event.by == "us" else peer
         record.state, record.detail = "cancelled", f"{who} cancelled it."
     elif isinstance(event, tev.TransferInterrupted):
+        record.rate, record.eta = 0.0, None
         if record.active:
             record.state = "interrupted"
             then = (
@@ -200,6 +222,8 @@ def _update(record: TransferRecord, event: tev.TransferEvent | pe.HubEvent) -> N
             )
             record.detail = f"Interrupted ({event.reason}). {then}"
     elif isinstance(event, pe.SendRetrying):
-        record.state, record.detail = "retrying", f"{event.reason}; trying again in {event.retry_in:.0f} s…"
+        record.state, record.rate, record.eta = "retrying", 0.0, None
+        record.detail = f"Waiting for {peer}: {event.reason}. Trying again in {event.retry_in:.0f} s…"
     elif isinstance(event, pe.SendGaveUp):
-        record.state, record.detail = "interrupted", f"Stopped: {event.reason}. Resume to try again."
+        record.state, record.rate, record.eta = "interrupted", 0.0, None
+        record.detail = f"Stopped: {event.reason}. Resume to try again."

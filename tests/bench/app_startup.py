@@ -28,9 +28,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from app.account import register, sign_in
-from app.identity import load_or_create_identity
-from app.remembered import RememberedSignIn
+from app.account.identity import load_or_create_identity
+from app.account.remembered import RememberedSignIn
+from app.account.signing_in import register, sign_in
 from app.signalling.client import Credentials, SignallingClient
 from rendezvous.config import Limits, ServerConfig
 from rendezvous.server import RendezvousServer

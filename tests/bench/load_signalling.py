@@ -71,7 +71,7 @@ from typing import Any, TextIO
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from app.identity import DeviceIdentity
+from app.account.identity import DeviceIdentity
 from app.signalling.client import (
     ClientOptions,
     Credentials,

@@ -141,14 +141,14 @@ async def ours_loopback(source: Path, work: Path) -> dict[str, Any]:
         await run_cli(url, work, "bob", "accept", "alice")
         downloads = work / "ours-downloads"
         listener = await spawn(
-            *cli(url, work, "bob", "listen", "--accept-files", str(downloads), "--allow-loopback"),
+            *cli(url, work, "bob", "listen", "--accept-files", str(downloads)),
             cwd=REPO_ROOT, env=_env(),
         )  # fmt: skip
         try:
             await read_events(listener, "listening", 30)
             started = time.monotonic()
             sender = await spawn(
-                *cli(url, work, "alice", "send", str(source), "--to", "bob", "--allow-loopback"),
+                *cli(url, work, "alice", "send", str(source), "--to", "bob"),
                 cwd=REPO_ROOT, env=_env(),
             )  # fmt: skip
             received = await read_events(listener, "finished", 600)

@@ -87,7 +87,7 @@ async def tcp_echo(args: Args) -> None:
 
 async def stun_discover(args: Args) -> None:
     """Ask each of ``servers`` from ``local_port`` (``wait`` s at most each): our public addresses."""
-    from app.stun_client import BindingConfig, StunClientError, discover_public_address
+    from app.nat.stun_client import BindingConfig, StunClientError, discover_public_address
 
     config = BindingConfig(initial_rto=0.1, max_requests=4, final_wait_factor=4)
     results: list[object] = []
@@ -185,7 +185,7 @@ async def punch(args: Args) -> None:
     with ``b"ack"``. Prints ``{"received": bool, "acked": bool, "from": ...}``; with ``pings`` > 0 and a
     working path it first measures that many round trips (``rtt_ms``), the other side answering them.
     """
-    from app.stun_client import BindingSucceeded, BindingTransaction
+    from app.nat.stun_client import BindingSucceeded, BindingTransaction
 
     loop = asyncio.get_running_loop()
     sock = _udp_socket(args["local_port"])
