@@ -76,6 +76,16 @@ async def test_messages_streams_and_datagrams_cross_intact(alice: Peer, bob: Pee
             assert await heard == b"\xa1audio-frame"
 
 
+async def test_a_message_sent_right_before_close_still_arrives(alice: Peer, bob: Peer) -> None:
+    ours, theirs = await start_sessions(alice, bob)
+    heard: asyncio.Future[dict[str, object]] = asyncio.get_running_loop().create_future()
+    theirs.set_message_receiver(frozenset({"call-cancel"}), heard.set_result)
+    ours.send_message({"type": "call-cancel", "call": "c1"})  # Ctrl-C while ringing: cancel, then close
+    await ours.close("call ended")
+    async with asyncio.timeout(5):
+        assert await heard == {"type": "call-cancel", "call": "c1"}
+
+
 async def test_close_reason_reaches_the_peer(alice: Peer, bob: Peer) -> None:
     ours, theirs = await start_sessions(alice, bob)
     await ours.close("hung up")

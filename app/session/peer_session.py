@@ -253,9 +253,14 @@ class PeerSession:
         be acknowledged first, so the close cannot overtake it on a lossy path.
         """
         if self._quic is not None and not self._closed.done():
+            # A last control message (a hang-up, a cancel) must leave before the close: once QUIC is
+            # closing it sends nothing else, and its pacing may hold the message back for a while (on a
+            # path with a real round trip), so wait until it is sent and acknowledged.
+            self._pump()
+            quic = self._quic
             with contextlib.suppress(TimeoutError, SessionError):
                 async with asyncio.timeout(linger):
-                    while self._bytes_in_flight():
+                    while self._bytes_in_flight() or quic.get_send_buffer_size(CONTROL_STREAM):
                         self._progress.clear()
                         await self.unless_closed(self._progress.wait())
         if self._quic is not None and not self._closed.done():
