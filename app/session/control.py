@@ -13,21 +13,20 @@ Two parts live here:
 * typed messages for any layer: a layer declares its messages as frozen dataclasses derived from
   `ControlMessage` (``TYPE`` is the wire ``type``; the fields are the JSON fields, same names) and lists
   them in a `MessageSet`, which decodes a JSON object into one of them, checking every field against its
-  type hint, or raises the layer's own error type, never anything else (as `rendezvous.wire.signalling`
-  does for signalling). Unknown fields are ignored, so that a newer peer may add optional ones; fields
-  with a default may be missing; ``None`` fields are left out when encoding.
+  type hint (`rendezvous.wire.typed_json`, the converter signalling uses too), or raises the layer's own
+  error type, never anything else. Unknown fields are ignored, so that a newer peer may add optional
+  ones; fields with a default may be missing; ``None`` fields are left out when encoding.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import types
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Any, ClassVar, Generic, TypeVar
 
 from app.errors import FinalError
+from rendezvous.wire.typed_json import FieldError, from_json, short, to_json, type_hints
 
 #: Largest control message accepted, in bytes: an offer of thousands of files fits; a flood does not.
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
@@ -100,7 +99,7 @@ class MessageSet(Generic[M]):
         for cls in classes:
             if cls.TYPE in self._classes:
                 raise ValueError(f"two messages with the type {cls.TYPE!r}")
-            _hints(cls)  # a schema mistake shows at import, not at the first message
+            type_hints(cls)  # a schema mistake shows at import, not at the first message
             self._classes[cls.TYPE] = cls
         self._error = error
 
@@ -114,10 +113,10 @@ class MessageSet(Generic[M]):
         kind = message.get("type")
         cls = self._classes.get(kind) if isinstance(kind, str) else None
         if cls is None:
-            raise self._error(f"not a message of this layer: type {_short(kind)}")
+            raise self._error(f"not a message of this layer: type {short(kind)}")
         try:
-            decoded: M = _from_json(cls, message, str(kind))
-        except _BadField as exc:
+            decoded: M = from_json(cls, message, str(kind))
+        except FieldError as exc:
             raise self._error(str(exc)) from None
         return decoded
 
@@ -126,86 +125,5 @@ class MessageSet(Generic[M]):
         if self._classes.get(message.TYPE) is not type(message):
             raise TypeError(f"{type(message).__name__} is not in this message set")  # our bug
         body: dict[str, Any] = {"type": message.TYPE}
-        body.update(_to_json(message))
+        body.update(to_json(message, omit_none=True))
         return body
-
-
-class _BadField(Exception):
-    """A field that does not match its type hint (turned into the layer's error by `MessageSet.decode`)."""
-
-
-def _to_json(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        fields = ((f.name, getattr(value, f.name)) for f in dataclasses.fields(value))
-        return {name: _to_json(item) for name, item in fields if item is not None}
-    if isinstance(value, tuple | list):
-        return [_to_json(item) for item in value]
-    return value
-
-
-def _from_json(cls: type[Any], body: Mapping[str, Any], where: str) -> Any:
-    hints = _hints(cls)
-    values: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in body:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise _BadField(f"{where}: missing field {f.name!r}")
-            continue
-        values[f.name] = _convert(hints[f.name], body[f.name], f"{where}.{f.name}")
-    return cls(**values)
-
-
-def _convert(hint: Any, value: Any, where: str) -> Any:
-    origin = get_origin(hint)
-    if origin in (Union, types.UnionType):
-        for option in get_args(hint):
-            try:
-                return _convert(option, value, where)
-            except _BadField:
-                continue
-        raise _BadField(f"{where}: unexpected value {_short(value)}")
-    if origin is Literal:
-        if isinstance(value, str) and value in get_args(hint):
-            return value
-        raise _BadField(f"{where}: must be one of {', '.join(map(str, get_args(hint)))}")
-    if origin is tuple:
-        if not isinstance(value, list):
-            raise _BadField(f"{where}: must be a list")
-        item = get_args(hint)[0]
-        return tuple(_convert(item, entry, f"{where}[{i}]") for i, entry in enumerate(value))
-    if hint is type(None):
-        if value is None:
-            return None
-        raise _BadField(f"{where}: must be null")
-    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
-        if not isinstance(value, dict):
-            raise _BadField(f"{where}: must be a JSON object")
-        return _from_json(hint, value, where)
-    if hint is float:
-        if type(value) in (int, float):
-            return float(value)
-        raise _BadField(f"{where}: must be a number")
-    if hint in (str, int, bool):
-        # JSON true is a Python int: compare exact types, so that ``"index": true`` is refused.
-        if type(value) is hint:
-            return value
-        raise _BadField(f"{where}: must be {_JSON_NAMES[hint]}")
-    raise TypeError(f"schema bug: no converter for {hint!r} at {where}")  # our mistake, not the peer's
-
-
-_JSON_NAMES = {str: "a string", int: "an integer", bool: "true or false"}
-_HINTS: dict[type[Any], dict[str, Any]] = {}
-
-
-def _hints(cls: type[Any]) -> dict[str, Any]:
-    hints = _HINTS.get(cls)
-    if hints is None:
-        hints = _HINTS[cls] = get_type_hints(cls)
-    return hints
-
-
-def _short(value: Any) -> str:
-    try:
-        return json.dumps(value)[:40]
-    except (TypeError, ValueError, RecursionError):
-        return type(value).__name__

@@ -57,13 +57,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import dataclasses
 import json
 import re
-import types
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, ClassVar, Literal, TypeAlias, Union, get_args, get_origin, get_type_hints
+from typing import Any, ClassVar, Literal, TypeAlias, Union, get_args
+
+from rendezvous.wire.typed_json import FieldError, from_json, to_json
 
 PROTOCOL_VERSION = 1
 #: Largest message either side accepts, in bytes of UTF-8 JSON (the WebSocket layer enforces it too).
@@ -410,7 +410,7 @@ def valid_identity_key(key: str) -> bool:
 def encode(message: ClientMessage | ServerMessage) -> str:
     """Serialise a message to its JSON text (compact, version field first)."""
     body = {"v": PROTOCOL_VERSION, "type": message.TYPE}
-    body.update(_to_json(message))
+    body.update(to_json(message))
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
 
 
@@ -458,78 +458,9 @@ def _decode(data: str | bytes, types_by_name: dict[str, type[Any]]) -> Any:
     return _from_json(cls, body, name)
 
 
-def _to_json(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, tuple | list):
-        return [_to_json(item) for item in value]
-    return value
-
-
 def _from_json(cls: type[Any], body: dict[str, Any], where: str) -> Any:
-    """Build dataclass ``cls`` from a JSON object, checking every field against its type hint.
-
-    Unknown fields are ignored so that a newer peer can add optional fields without breaking this one.
-    """
-    hints = _hints(cls)
-    values: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in body:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise MessageError(ErrorCode.BAD_MESSAGE, f"{where}: missing field {f.name!r}")
-            continue
-        values[f.name] = _convert(hints[f.name], body[f.name], f"{where}.{f.name}")
-    return cls(**values)
-
-
-def _convert(hint: Any, value: Any, where: str) -> Any:
-    origin = get_origin(hint)
-    if origin in (Union, types.UnionType):
-        for option in get_args(hint):
-            try:
-                return _convert(option, value, where)
-            except MessageError:
-                continue
-        raise MessageError(ErrorCode.BAD_MESSAGE, f"{where}: unexpected value {_short(value)}")
-    if origin is Literal:
-        if isinstance(value, str) and value in get_args(hint):
-            return value
-        raise MessageError(ErrorCode.BAD_MESSAGE, f"{where}: must be one of {', '.join(get_args(hint))}")
-    if origin is tuple:
-        if not isinstance(value, list):
-            raise MessageError(ErrorCode.BAD_MESSAGE, f"{where}: must be a list")
-        item_hint = get_args(hint)[0]
-        return tuple(_convert(item_hint, item, f"{where}[{i}]") for i, item in enumerate(value))
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise MessageError(ErrorCode.BAD_MESSAGE, f"{where}: must be a JSON object")
-        return value
-    if hint is type(None):
-        if value is None:
-            return None
-        raise MessageError(ErrorCode.BAD_MESSAGE, f"{where}: must be null")
-    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
-        if not isinstance(value, dict):
-            raise MessageError(ErrorCode.BAD_MESSAGE, f"{where}: must be a JSON object")
-        return _from_json(hint, value, where)
-    if hint in (str, int, bool):
-        # JSON true is a Python int subclass: compare exact types so that ``"id": true`` is rejected.
-        if type(value) is hint:
-            return value
-        raise MessageError(ErrorCode.BAD_MESSAGE, f"{where}: must be {_JSON_NAMES[hint]}")
-    raise TypeError(f"schema bug: no converter for {hint!r} at {where}")  # our mistake, not the peer's
-
-
-_JSON_NAMES = {str: "a string", int: "an integer", bool: "true or false"}
-_HINT_CACHE: dict[type[Any], dict[str, Any]] = {}
-
-
-def _hints(cls: type[Any]) -> dict[str, Any]:
-    hints = _HINT_CACHE.get(cls)
-    if hints is None:
-        hints = _HINT_CACHE[cls] = get_type_hints(cls)
-    return hints
-
-
-def _short(value: Any) -> str:
-    return json.dumps(value)[:40]
+    """Build message ``cls`` from a JSON object, every field checked (`rendezvous.wire.typed_json`)."""
+    try:
+        return from_json(cls, body, where)
+    except FieldError as exc:
+        raise MessageError(ErrorCode.BAD_MESSAGE, str(exc)) from None
