@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from app.session.peer_session import IncomingStream, PeerSession
-from app.transfer.inbox import IncomingTransfer
+from app.transfer.inbox import IncomingTransfer, hash_prefix
 from app.transfer.outbox import SourceFile
 from app.transfer.protocol import IncomingFile, encode_header
 
@@ -186,15 +186,8 @@ def _record_offset(state: IncomingTransfer, index: int, file: IO[bytes], positio
 
 def _prefix_digest(file: IO[bytes], offset: int, expected: str) -> tuple[int, Any]:
     """Hash our first ``offset`` bytes: (offset, hash) if they match the receiver's, else (0, empty hash)."""
-    digest = hashlib.sha256()
-    remaining = offset
-    while remaining:
-        chunk = file.read(min(remaining, 1024 * 1024))
-        if not chunk:
-            break
-        digest.update(chunk)
-        remaining -= len(chunk)
-    if remaining == 0 and digest.hexdigest() == expected:
+    hashed, digest = hash_prefix(file, offset)
+    if hashed == offset and digest.hexdigest() == expected:
         return offset, digest
     if offset:
         log.info("resume point does not match our file: sending it again from the start")

@@ -35,7 +35,7 @@ import time
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, Literal
+from typing import IO, TYPE_CHECKING, Any, Literal
 
 from app.transfer.messages import SafeOffer
 from app.transfer.names import unique_path
@@ -55,6 +55,22 @@ FREE_SPACE_MARGIN = 64 * 1024 * 1024
 FINISHED_RETENTION = 7 * 24 * 3600
 
 FileStatus = Literal["partial", "done", "failed"]
+
+
+def hash_prefix(file: IO[bytes], length: int) -> tuple[int, Any]:
+    """SHA-256 of the first ``length`` bytes from ``file``'s position: (bytes hashed, running hash).
+
+    Fewer bytes than asked are hashed when the file is shorter; the hash goes on with what follows.
+    """
+    digest = hashlib.sha256()
+    remaining = length
+    while remaining:
+        chunk = file.read(min(remaining, 1024 * 1024))
+        if not chunk:
+            break
+        digest.update(chunk)
+        remaining -= len(chunk)
+    return length - remaining, digest
 
 
 @dataclass
@@ -119,14 +135,7 @@ class IncomingTransfer:
             with path.open("r+b") as file:
                 offset = min(state.verified, os.fstat(file.fileno()).st_size)
                 file.truncate(offset)
-                remaining = offset
-                while remaining:
-                    chunk = file.read(min(remaining, 1024 * 1024))
-                    if not chunk:
-                        break
-                    digest.update(chunk)
-                    remaining -= len(chunk)
-                offset -= remaining
+                offset, digest = hash_prefix(file, offset)
         except FileNotFoundError:
             offset = 0
         state.verified = offset
