@@ -24,8 +24,8 @@ done
 if [ "$with_tests" -eq 1 ]; then
     # coturn: a third-party STUN/TURN server and client to test interoperability against.
     command -v turnutils_stunclient >/dev/null || apt_packages+=(coturn)
-    # The NAT lab (tests/natlab): namespaces, veths and tbf (iproute2), NAT rules (nftables), and
-    # conntrack to flush or inspect a router's mappings.
+    # The NAT lab (tests/helpers/natlab, its tests in tests/natlab): namespaces, veths and tbf (iproute2), NAT
+    # rules (nftables), and conntrack to flush or inspect a router's mappings.
     command -v ip >/dev/null || apt_packages+=(iproute2)
     command -v nft >/dev/null || apt_packages+=(nftables)
     command -v conntrack >/dev/null || apt_packages+=(conntrack)

@@ -1,40 +1,43 @@
-"""Fixtures shared by the tests: a real rendezvous server on ephemeral ports and signed-in clients."""
+"""Fixtures and hooks shared by every folder: a real rendezvous server on ephemeral ports, signed-in
+clients, our TURN relay, the NAT lab's ``nat_lab``, and the Qt loop for tests/gui. What they are built from
+lives in tests/helpers."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+# hypothesis's pytest plugin imports hypothesis in its end-of-session summary when no test did (a run of
+# tests/integration or tests/gui alone); pytest compiles it then (assertion rewriting), and after the GUI
+# tests that compile can fail on CPython 3.11.7 with "SystemError: AST constructor recursion depth
+# mismatch" (cpython gh-106905; a garbage collection first avoids it) instead of printing the summary.
+# Imported here, it is compiled while the session is young.
+import hypothesis  # noqa: F401
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 
 from app.account.identity import DeviceIdentity
-from app.backoff import Backoff, BackoffPolicy
 from app.signalling.client import ClientOptions, Credentials, SignallingClient
-from rendezvous.config import Limits, ServerConfig
 from rendezvous.server import RendezvousServer
 from rendezvous.turn_relay import TurnRelay, start_turn_relay
-from rendezvous.wire import signalling as sig
 
 # Qt windows in tests draw offscreen: no display needed (the screenshot script uses Xvfb and xcb).
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-from tests.turn_helpers import SECRET, turn_config
+from tests.helpers.server import PASSWORD, MakeClient, RawClient, fast_backoff, register, server_config
+from tests.helpers.turn import SECRET, turn_config
 
-# The NAT lab's fixtures (`nat_lab`): network namespaces with real Linux NAT routers, see tests/natlab.
-pytest_plugins = ["tests.natlab.fixtures"]
-
-PASSWORD = "correct horse battery"  # strong enough for the server's rules
+# The NAT lab's fixture (`nat_lab`): network namespaces with real Linux NAT routers (tests/helpers/natlab).
+pytest_plugins = ["tests.helpers.natlab.fixtures"]
 
 
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:
-    """The desktop app's tests run in the app's own loop (qasync: Qt's timers and events work as in the
-    app); the others in asyncio's default loop."""
+    """The desktop app's tests (tests/gui) run in the app's own loop (qasync: Qt's timers and events work
+    as in the app); the others in asyncio's default loop."""
     module = getattr(item, "module", None)
-    if module is not None and module.__name__.startswith(("tests.test_gui", "tests.test_qt_loop")):
+    if module is not None and module.__name__.startswith("tests.gui."):
         return {"qt": _qt_loop}
     return {"asyncio": asyncio.new_event_loop}
 
@@ -48,12 +51,6 @@ def _qt_loop() -> asyncio.AbstractEventLoop:
     app.setQuitOnLastWindowClosed(False)  # as in the app: closing a test's windows must not stop the loop
     loop: asyncio.AbstractEventLoop = qasync.QEventLoop(app)
     return loop
-
-
-def server_config(data_dir: Path, **limits: Any) -> ServerConfig:
-    """A config for tests: loopback, ephemeral ports, registrations not throttled."""
-    limits.setdefault("registrations_per_ip_per_hour", 10_000)
-    return ServerConfig(host="127.0.0.1", port=0, stun_port=0, data_dir=data_dir, limits=Limits(**limits))
 
 
 @pytest.fixture
@@ -72,22 +69,6 @@ async def relay() -> AsyncIterator[TurnRelay]:
     yield server
     server.close()
     await asyncio.sleep(0)
-
-
-async def register(url: str, username: str, password: str = PASSWORD) -> None:
-    """Create an account through the real protocol; fail the test if the server refuses."""
-    async with connect(url) as ws:
-        await ws.send(sig.encode(sig.Register(id=1, username=username, password=password)))
-        reply = sig.decode_server_message(await ws.recv())
-    assert isinstance(reply, sig.Ok), reply
-
-
-def fast_backoff() -> Backoff:
-    """Reconnect quickly in tests (real backoff and jitter, small numbers)."""
-    return Backoff(BackoffPolicy(initial=0.05, factor=2.0, maximum=0.5))
-
-
-MakeClient = Callable[..., Awaitable[SignallingClient]]
 
 
 @pytest.fixture
@@ -120,54 +101,8 @@ async def make_client(server: RendezvousServer) -> AsyncIterator[MakeClient]:
         await client.close()
 
 
-class RawClient:
-    """A bare WebSocket speaking JSON, for feeding the server bad input."""
-
-    def __init__(self, ws: ClientConnection) -> None:
-        self.ws = ws
-
-    async def send_json(self, body: dict[str, Any]) -> None:
-        await self.ws.send(json.dumps(body))
-
-    async def recv_json(self) -> dict[str, Any]:
-        data = json.loads(await self.ws.recv())
-        assert isinstance(data, dict)
-        return data
-
-    async def request(self, type_: str, **fields: Any) -> dict[str, Any]:
-        await self.send_json({"v": 1, "type": type_, "id": 7, **fields})
-        return await self.recv_json()
-
-
 @pytest.fixture
 async def raw(server: RendezvousServer) -> AsyncIterator[RawClient]:
     """An unauthenticated raw connection to the server."""
     async with connect(server.url, max_size=None) as ws:
         yield RawClient(ws)
-
-
-async def next_matching(
-    client: SignallingClient, predicate: Callable[[Any], bool], timeout: float = 5.0
-) -> Any:
-    """Consume the client's events until one satisfies ``predicate``; fail after ``timeout`` seconds."""
-    async with asyncio.timeout(timeout):
-        while True:
-            event = await client.next_event()
-            if predicate(event):
-                return event
-
-
-async def no_event_within(client: SignallingClient, predicate: Callable[[Any], bool], seconds: float) -> None:
-    """Assert that no event satisfying ``predicate`` arrives within ``seconds``."""
-    try:
-        event = await next_matching(client, predicate, seconds)
-    except TimeoutError:
-        return
-    raise AssertionError(f"unexpected event {event}")
-
-
-async def eventually(condition: Callable[[], bool], timeout: float = 2.0) -> None:
-    """Wait until ``condition()`` holds (polling a counter that has no event to wait on)."""
-    async with asyncio.timeout(timeout):
-        while not condition():  # noqa: ASYNC110 - nothing to wait on but the value itself
-            await asyncio.sleep(0.01)

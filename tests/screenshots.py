@@ -12,46 +12,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
+from tests.helpers.paths import REPO_ROOT
+from tests.helpers.poll import until
+from tests.helpers.processes import start_xvfb
+
 SHOTS = ("main-window.png", "transfer.png", "call.png", "status-panel.png")
-DEFAULT_OUT = Path(__file__).resolve().parents[1] / "resources" / "screenshots"
-
-
-def start_xvfb() -> tuple[subprocess.Popen[bytes], str]:
-    """A virtual X display; returns the process and the display name (Xvfb picks a free number)."""
-    read, write = os.pipe()
-    xvfb = subprocess.Popen(
-        ["Xvfb", "-displayfd", str(write), "-screen", "0", "1500x900x24", "-nolisten", "tcp"],
-        pass_fds=[write],
-        stderr=subprocess.DEVNULL,
-    )
-    os.close(write)
-    with os.fdopen(read) as pipe:
-        number = pipe.readline().strip()
-    if not number:
-        xvfb.kill()
-        raise SystemExit("Xvfb did not start (install it: apt-get install xvfb)")
-    return xvfb, f":{number}"
-
-
-async def until(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    """Let the app run until ``condition`` holds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise SystemExit(f"screenshots: gave up waiting for {what}")
-        await asyncio.sleep(0.02)
+DEFAULT_OUT = REPO_ROOT / "resources" / "screenshots"
 
 
 async def shoot(out: Path, scratch: Path) -> None:
     """Run the demo and save the four pictures into ``out``."""
-    from tests.gui_helpers import demo_windows  # Qt loads here, after the display is set
+    from tests.helpers.gui import demo_windows  # Qt loads here, after the display is set
 
     async with demo_windows(scratch, tones=(440, 660), seconds=20) as (_, windows):
         for index, window in enumerate(windows):
@@ -59,12 +34,12 @@ async def shoot(out: Path, scratch: Path) -> None:
             window.resize(980, 640)
             window.move(10 + 500 * index, 10)
         alice, bob = windows
-        await until(lambda: alice.contact_list.rows() == ["●  bob — online"], "bob online")
+        await until(lambda: alice.contact_list.rows() == ["●  bob — online"], 30, "bob online")
         alice.select("bob")
         bob.select("alice")
         for window in windows:  # as the app does after sign-in: the pair verdict needs both
             window.start_network_check()
-        await until(lambda: all(w.network_report is not None for w in windows), "the network checks")
+        await until(lambda: all(w.network_report is not None for w in windows), 30, "the network checks")
 
         async def accept_offers() -> None:
             while True:
@@ -77,7 +52,7 @@ async def shoot(out: Path, scratch: Path) -> None:
         notes.write_text("Agenda: the trip, the tickets, the photos.\n" * 200)
         alice.send_files("bob", [notes])
         await until(
-            lambda: any(r.state == "done" for r in alice.transfers.records.values()), "a finished send"
+            lambda: any(r.state == "done" for r in alice.transfers.records.values()), 30, "a finished send"
         )
         video = scratch / "holiday video.mp4"
         with video.open("wb") as file:
@@ -89,29 +64,29 @@ async def shoot(out: Path, scratch: Path) -> None:
                 r.title == video.name and 0.25 < r.fraction < 0.75 for r in alice.transfers.records.values()
             )
 
-        await until(halfway, "the big transfer halfway", timeout=60)
+        await until(halfway, 60, "the big transfer halfway")
         await asyncio.sleep(0.3)  # one more progress report: speed and time left shown
         alice.grab().save(str(out / "transfer.png"))
         big = next(r for r in alice.transfers.records.values() if r.title == video.name)
-        await until(lambda: not big.active, "the big transfer to finish", timeout=120)
+        await until(lambda: not big.active, 120, "the big transfer to finish")
         accepting.cancel()
         alice.say("Drop files on a contact to send them; press Call to talk.")
         await asyncio.sleep(0.3)
         alice.grab().save(str(out / "main-window.png"))
 
         alice.pane.call_button.click()
-        await until(lambda: len(bob.calls) == 1, "the call ringing")
+        await until(lambda: len(bob.calls) == 1, 30, "the call ringing")
         incoming = next(iter(bob.calls.values()))
-        await until(incoming.accept_button.isVisible, "the accept button")
+        await until(incoming.accept_button.isVisible, 30, "the accept button")
         incoming.accept_button.click()
         outgoing = next(iter(alice.calls.values()))
-        await until(lambda: outgoing.phase == "active", "the call answered")
+        await until(lambda: outgoing.phase == "active", 30, "the call answered")
         await asyncio.sleep(3.2)
         alice.refresh_pane()
         outgoing.grab().save(str(out / "call.png"))
         alice.pane.status.grab().save(str(out / "status-panel.png"))
         outgoing.hangup_button.click()
-        await until(lambda: incoming.phase == "ended", "the call ended")
+        await until(lambda: incoming.phase == "ended", 30, "the call ended")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.set_event_loop(loop)
         with tempfile.TemporaryDirectory(prefix="punchline-shots-") as scratch, loop:
             loop.run_until_complete(shoot(args.out, Path(scratch)))
+    except TimeoutError as gave_up:
+        raise SystemExit(f"screenshots: {gave_up}") from None
     finally:
         xvfb.terminate()
         xvfb.wait(5)

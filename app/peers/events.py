@@ -98,6 +98,8 @@ class SendRetrying:
     peer: str
     reason: str
     retry_in: float
+    #: The contact is offline: it goes on as soon as they come online (``retry_in`` is only the fallback).
+    offline: bool = False
 
 
 @dataclass(frozen=True)

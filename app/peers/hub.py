@@ -241,7 +241,8 @@ class PeerHub:
                     self._emit(pe.SendGaveUp(transfer, send.peer, reason))
                     _settle(send.outcome, error=SendGaveUp(reason))
                     return
-                self._emit(pe.SendRetrying(transfer, send.peer, reason, delay))
+                offline = isinstance(exc, ContactOffline)
+                self._emit(pe.SendRetrying(transfer, send.peer, reason, delay, offline))
                 send.wake.clear()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(delay):

@@ -223,7 +223,11 @@ def _update(record: TransferRecord, event: tev.TransferEvent | pe.HubEvent) -> N
             record.detail = f"Interrupted ({event.reason}). {then}"
     elif isinstance(event, pe.SendRetrying):
         record.state, record.rate, record.eta = "retrying", 0.0, None
-        record.detail = f"Waiting for {peer}: {event.reason}. Trying again in {event.retry_in:.0f} s…"
+        record.detail = (
+            f"Waiting for {peer} to come online; it goes on by itself."
+            if event.offline
+            else f"Waiting for {peer}: {event.reason}. Trying again in {event.retry_in:.0f} s…"
+        )
     elif isinstance(event, pe.SendGaveUp):
         record.state, record.rate, record.eta = "interrupted", 0.0, None
         record.detail = f"Stopped: {event.reason}. Resume to try again."

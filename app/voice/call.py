@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable
 from typing import Any
 
 from app.nat.path_events import PathEvent, PathLost, PathRecovered, PathSelected
 from app.session.peer_session import PeerSession, SessionError
 from app.voice.call_media import CallMedia
+from app.voice.call_messages import CALL_MESSAGES, CallMessage, CallProtocolError, Invite
 from app.voice.call_signalling import (
-    MESSAGE_PREFIX,
     CallEnded,
     CallEvent,
     CallSignalling,
@@ -27,6 +28,8 @@ from app.voice.call_signalling import (
 
 MediaFactory = Callable[[PeerSession], CallMedia]
 EventHandler = Callable[["CallLink", CallEvent], None]
+
+log = logging.getLogger("punchline.voice")
 
 
 class CallLink:
@@ -56,8 +59,8 @@ class CallLink:
 
     # --- inputs ------------------------------------------------------------------------------------------
 
-    def receive(self, message: dict[str, Any]) -> None:
-        """A ``call-*`` message from the peer."""
+    def receive(self, message: CallMessage) -> None:
+        """A call message from the peer."""
         self.machine.receive(message)
         self._flush()
 
@@ -102,7 +105,7 @@ class CallLink:
     def _flush(self) -> None:
         for message in self.machine.messages_to_send():
             with contextlib.suppress(SessionError):
-                self.session.send_message(message)
+                self.session.send_message(CALL_MESSAGES.encode(message))
         while (event := self.machine.next_event()) is not None:
             if isinstance(event, CallStarted):
                 self.media = self._media_factory(self.session)
@@ -145,19 +148,24 @@ class CallDesk:
         self._tasks: set[asyncio.Task[CallEnded]] = set()
 
     def attach(self, session: PeerSession) -> None:
-        """Take the ``call-*`` messages of ``session`` (a contact's session, once it is authenticated)."""
-        session.set_message_receiver(MESSAGE_PREFIX, lambda message: self._message(session, message))
+        """Take the call messages of ``session`` (a contact's session, once it is authenticated)."""
+        session.set_message_receiver(CALL_MESSAGES.types, lambda message: self._message(session, message))
 
-    def _message(self, session: PeerSession, message: dict[str, Any]) -> None:
+    def _message(self, session: PeerSession, raw: dict[str, Any]) -> None:
+        try:
+            message = CALL_MESSAGES.decode(raw)
+        except CallProtocolError as exc:  # the peer's mistake: that message is dropped, the session goes on
+            log.warning("bad call message from %s: %s", session.connection.peer, exc)
+            return
         current = self.current
-        if current is not None and current.session is session and message.get("call") == current.call:
+        if current is not None and current.session is session and message.call == current.call:
             current.receive(message)
             return
-        if message.get("type") != "call-invite" or not isinstance(message.get("call"), str):
+        if not isinstance(message, Invite):
             return  # about a call that is over, or not ours
         if current is not None:
             with contextlib.suppress(SessionError):
-                session.send_message(busy_reply(message))
+                session.send_message(CALL_MESSAGES.encode(busy_reply(message)))
             return
         peer = session.peer.name if session.peer else session.connection.peer
         machine = CallSignalling.incoming(message, peer, asyncio.get_running_loop().time())

@@ -12,8 +12,9 @@ call's id::
     call-cancel   caller → callee   the caller gave up (by hand, or no answer after 45 s)
     call-hangup   either → other    the call is over
 
-`CallSignalling` is one call's state machine, fed with messages, user actions and the time; it hands back
-messages to send (`messages_to_send`), events (`next_event`) and its next deadline (`get_timer`). The
+`CallSignalling` is one call's state machine, fed with messages (typed: `app.voice.call_messages`), user
+actions and the time; it hands back messages to send (`messages_to_send`), events (`next_event`) and its
+next deadline (`get_timer`). The
 transitions are the table `TRANSITIONS`: an input with no entry for the current state is ignored (a late
 or duplicate message), never an error. A call whose path is dead for `vanish_after` seconds ends.
 
@@ -32,14 +33,15 @@ from __future__ import annotations
 import secrets
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
+
+from app.voice import call_messages as msg
 
 State = Literal["calling", "ringing", "incoming", "active", "ended"]
 Role = Literal["caller", "callee"]
 EndReason = Literal["declined", "busy", "cancelled", "no answer", "hung up", "vanished", "closed"]
 By = Literal["us", "peer", "network"]
 
-MESSAGE_PREFIX = "call-"
 NO_ANSWER_AFTER = 45.0
 #: The callee stops ringing by itself this long after the caller should have given up.
 RING_GRACE = 5.0
@@ -152,7 +154,7 @@ class CallSignalling:
         self._vanish_after = vanish_after
         self._no_answer_at: float | None = None
         self._vanish_at: float | None = None
-        self._outbox: deque[dict[str, Any]] = deque()
+        self._outbox: deque[msg.CallMessage] = deque()
         self._events: deque[CallEvent] = deque()
 
     @classmethod
@@ -160,33 +162,33 @@ class CallSignalling:
         """Call ``peer``: the invite is the first message to send."""
         machine = cls(new_call_id(), "caller", peer, **timeouts)
         machine._no_answer_at = now + machine._no_answer_after
-        machine._outbox.append({"type": "call-invite", "call": machine.call})
+        machine._outbox.append(msg.Invite(machine.call))
         return machine
 
     @classmethod
     def incoming(
-        cls, invite: dict[str, Any], peer: str, now: float | None = None, **timeouts: float
+        cls, invite: msg.Invite, peer: str, now: float | None = None, **timeouts: float
     ) -> CallSignalling:
         """Answer ``invite`` by ringing: tells the caller so, and shows the call as incoming.
 
         With ``now``, the ringing also stops by itself `RING_GRACE` seconds after the caller's no-answer
         time, should the caller's cancel never arrive.
         """
-        machine = cls(str(invite["call"]), "callee", peer, **timeouts)
+        machine = cls(invite.call, "callee", peer, **timeouts)
         if now is not None:
             machine._no_answer_at = now + machine._no_answer_after + RING_GRACE
-        machine._outbox.append({"type": "call-ringing", "call": machine.call})
+        machine._outbox.append(msg.Ringing(machine.call))
         machine._events.append(CallRinging(machine.call))
         return machine
 
     # --- inputs ------------------------------------------------------------------------------------------
 
-    def receive(self, message: dict[str, Any]) -> None:
-        """A control message from the peer (``type`` starting with ``call-``); others' calls are ignored."""
-        if message.get("call") != self.call:
+    def receive(self, message: msg.CallMessage) -> None:
+        """A call message from the peer (`app.voice.call_messages`); other calls' are ignored."""
+        if message.call != self.call:
             return
-        kind = str(message.get("type"))
-        if kind == "call-cancel" and message.get("reason") == "no answer":
+        kind = message.TYPE
+        if isinstance(message, msg.Cancel) and message.reason == "no answer":
             kind = "call-cancel/no answer"  # the caller stopped ringing: a missed call
         self._input(kind)
 
@@ -240,7 +242,7 @@ class CallSignalling:
 
     # --- outputs -----------------------------------------------------------------------------------------
 
-    def messages_to_send(self) -> list[dict[str, Any]]:
+    def messages_to_send(self) -> list[msg.CallMessage]:
         """Control messages for the peer, oldest first."""
         out = list(self._outbox)
         self._outbox.clear()
@@ -259,10 +261,7 @@ class CallSignalling:
         was = self.state
         self.state, message, event = row
         if message is not None:
-            outgoing: dict[str, Any] = {"type": message, "call": self.call}
-            if message == "call-cancel":
-                outgoing["reason"] = "no answer" if what == "no-answer" else "cancelled"
-            self._outbox.append(outgoing)
+            self._outbox.append(_message(message, self.call, no_answer=what == "no-answer"))
         if self.state not in ("calling", "ringing", "incoming"):
             self._no_answer_at = None
         if event == "ringing":
@@ -277,6 +276,18 @@ class CallSignalling:
             self._events.append(ended)
 
 
-def busy_reply(invite: dict[str, Any]) -> dict[str, Any]:
+def busy_reply(invite: msg.Invite) -> msg.Busy:
     """What a callee already in a call answers to an invite, without ringing."""
-    return {"type": "call-busy", "call": str(invite.get("call"))}
+    return msg.Busy(invite.call)
+
+
+def _message(kind: str, call: str, *, no_answer: bool) -> msg.CallMessage:
+    """The message a table row sends (its wire type), for ``call``."""
+    if kind == msg.Cancel.TYPE:
+        return msg.Cancel(call, "no answer" if no_answer else "cancelled")
+    return _BY_TYPE[kind](call)
+
+
+_BY_TYPE: dict[str, type[msg.CallMessage]] = {
+    cls.TYPE: cls for cls in (msg.Ringing, msg.Accept, msg.Decline, msg.Busy, msg.Hangup)
+}

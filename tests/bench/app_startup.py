@@ -34,11 +34,10 @@ from app.account.signing_in import register, sign_in
 from app.signalling.client import Credentials, SignallingClient
 from rendezvous.config import Limits, ServerConfig
 from rendezvous.server import RendezvousServer
-from tests.processes import stop
-from tests.screenshots import start_xvfb
+from tests.helpers.paths import REPO_ROOT
+from tests.helpers.processes import start_xvfb, stop
 
 PASSWORD = "correct horse battery"
-REPO_ROOT = Path(__file__).resolve().parents[2]
 COLD = False  # --cold: every start from an empty page cache (root)
 
 

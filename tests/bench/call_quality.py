@@ -31,9 +31,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers.paths import REPO_ROOT
+from tests.helpers.server import PASSWORD
+from tests.helpers.tone import write_tone
+
 BENCH_VENV = REPO_ROOT / ".bench-venv"
-PASSWORD = "correct horse battery"
 ONE_WAY_NETWORK = 0.020  # two WAN links, 10 ms each
 SPEECH = (
     "The quick brown fox jumps over the lazy dog. A call should sound clear even when the network "
@@ -81,14 +83,6 @@ def make_speech(work: Path) -> tuple[Path, Path, float]:
     return speech, reference, seconds
 
 
-def make_silence(path: Path, seconds: float) -> None:
-    with wave.open(str(path), "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(48_000)
-        wav.writeframes(bytes(2 * int(48_000 * seconds)))
-
-
 @dataclass(frozen=True)
 class Setup:
     """What every condition shares: the scratch folder, the speech files and the scorer's python."""
@@ -122,14 +116,14 @@ async def one_condition(
     name: str, loss: float, jitter: float, transfer: bool, setup: Setup
 ) -> dict[str, Any]:
     """One call under one condition: PESQ and delays (and with ``transfer``, a file sent during it)."""
-    from tests.natlab.cli import Peers, read_until
-    from tests.natlab.fixtures import LabFactory
+    from tests.helpers.natlab.cli import Peers, read_until
+    from tests.helpers.natlab.fixtures import LabFactory
 
     seconds = setup.seconds
     folder = setup.work / name.replace(" ", "_").replace("%", "pct").replace("+", "and")
     folder.mkdir()
     silence, far = folder / "silence.wav", folder / "far.wav"
-    make_silence(silence, seconds + 5)
+    write_tone(silence, 0, seconds + 5)  # 0 Hz: silence
     factory = LabFactory(folder / "lab")
     try:
         rate = TRANSFER_MBIT * 1000 if transfer else None
@@ -187,7 +181,7 @@ async def main() -> None:
     parser.add_argument("--only", help="run only the condition whose name starts with this")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    from tests.natlab.topology import missing_capability
+    from tests.helpers.natlab.topology import missing_capability
 
     missing = missing_capability()
     if missing:

@@ -1,7 +1,7 @@
 """Benchmark: how fast two contacts get a usable path, through real NAT routers at 40 ms round trip.
 
-In the NAT lab (tests/natlab, needs root), each site's WAN link delays 10 ms each way, so client to server
-is 20 ms and client to client 40 ms round trip. The real ``punchline-cli listen`` runs as bob; for each
+In the NAT lab (tests/helpers/natlab, needs root), each site's WAN link delays 10 ms each way, so client to
+server is 20 ms and client to client 40 ms round trip. The real ``punchline-cli listen`` runs as bob; for each
 round, ``punchline-cli connect`` signs in as alice and prints ``dialing`` just before it dials (both sides
 are then online and signed in). Measured from that line to the first ``path`` line (first usable path) and
 to the first path whose kind is ``direct`` (targets: 1 s and 2 s). Times are taken as the lines arrive.
@@ -25,9 +25,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.natlab.cli import Peers, read_until
-from tests.natlab.fixtures import LabFactory
-from tests.natlab.topology import missing_capability
+from tests.helpers.natlab.cli import Peers, read_until
+from tests.helpers.natlab.fixtures import LabFactory
+from tests.helpers.natlab.topology import missing_capability
 
 ONE_WAY_DELAY_MS = 10.0  # per site's WAN link: 40 ms client-to-client round trip
 PAIRINGS = (("cone", "cone"), ("symmetric", "symmetric"), ("cone", "symmetric"), ("udp_blocked", "cone"))

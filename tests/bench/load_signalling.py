@@ -83,8 +83,9 @@ from app.signalling.client import (
 from app.signalling.events import Disconnected, SessionEnded, SignalReceived
 from rendezvous.accounts import hash_password, new_token, token_digest
 from rendezvous.store import DATABASE_NAME, Store
+from tests.helpers.paths import REPO_ROOT
+from tests.helpers.poll import until
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 MODULE = "tests.bench.load_signalling"
 CLIENT_IMPL = "app.signalling.client.SignallingClient"
 TARGET_CLIENTS = 5000
@@ -290,15 +291,23 @@ class ServerProcess:
 
     async def wait_listening(self, timeout: float) -> str:
         """The URL from the server's ``listening`` line."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def url() -> str | None:
             for line in self.log_lines():
                 if line.get("event") == "listening" and isinstance(line.get("url"), str):
                     return str(line["url"])
             if self.process.poll() is not None:
                 raise BenchError(f"the server exited with {self.process.returncode}:\n{self.log_tail()}")
-            await asyncio.sleep(0.05)
-        raise BenchError(f"the server did not start listening within {timeout:g} s:\n{self.log_tail()}")
+            return None
+
+        try:
+            found = await until(url, timeout, "the server's listening line")
+        except TimeoutError:
+            raise BenchError(
+                f"the server did not start listening within {timeout:g} s:\n{self.log_tail()}"
+            ) from None
+        assert found is not None
+        return found
 
     def stop(self) -> int:
         """SIGTERM, then SIGKILL if it has not exited within 15 s; return the exit status."""

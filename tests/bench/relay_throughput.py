@@ -16,10 +16,10 @@ What it measures, in one run, for each server (ours, then coturn 4.6.x ``turnser
   coturn has none by default; ``--keep-cap`` measures it as shipped (then it delivers ~200 datagrams/s).
 
 How: our server is the unmodified ``python -m rendezvous`` in its own process (STUN/TURN only matter; the
-WebSocket port is 0), coturn is started as tests/coturn.py starts it. The relay under test is pinned to
-CPU 0 and the load generator and echo peer to CPU 1 (with two or more cores). The client is the app's
-sans-IO `TurnAllocation` driven over a plain socket for the Allocate/ChannelBind exchange; the load then
-re-sends the ChannelData frame it produced from a non-blocking socket. Every process started is stopped
+WebSocket port is 0), coturn is started as tests/helpers/coturn.py starts it. The relay under test is
+pinned to CPU 0 and the load generator and echo peer to CPU 1 (with two or more cores). The client is the
+app's sans-IO `TurnAllocation` driven over a plain socket for the Allocate/ChannelBind exchange; the load
+then re-sends the ChannelData frame it produced from a non-blocking socket. Every process started is stopped
 (SIGTERM, then SIGKILL).
 
 Run it from the repository root; it prints numbers and never passes or fails on time::
@@ -51,7 +51,7 @@ from pathlib import Path
 from app.nat.turn_client import AllocationFailed, ChannelBound, ChannelFailed, TurnAllocation
 from rendezvous.wire.stun import Address
 from rendezvous.wire.turn import make_rest_credentials
-from tests.coturn import free_udp_port
+from tests.helpers.coturn import free_udp_port
 
 HOST = "127.0.0.1"
 SECRET = "relay throughput benchmark secret"
@@ -143,7 +143,7 @@ def our_server(directory: Path, port: int, *, keep_cap: bool) -> list[str]:
 
 
 def coturn_server(directory: Path, port: int, turnserver: str) -> list[str]:
-    """Command line of coturn as tests/coturn.py runs it, checking TURN REST credentials."""
+    """Command line of coturn as tests/helpers/coturn.py runs it, checking TURN REST credentials."""
     return [
         turnserver, "-n", "--no-cli", "--no-tls", "--no-dtls", "--no-tcp",
         "--use-auth-secret", "--static-auth-secret", SECRET, "--realm", "punchline.test",

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -39,7 +40,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers.paths import REPO_ROOT
+from tests.helpers.poll import until
+
 BENCH_VENV = REPO_ROOT / ".bench-venv"
 WORMHOLE_PACKAGES = ["magic-wormhole", "magic-wormhole-mailbox-server", "magic-wormhole-transit-relay"]
 PASSWORD = "benchmark password 1"
@@ -54,6 +57,15 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def accepting(port: int) -> bool:
+    """Whether something accepts TCP connections on 127.0.0.1:``port``."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.1):
+            return True
+    except OSError:
+        return False
 
 
 def make_file(path: Path, size: int) -> None:
@@ -106,10 +118,7 @@ async def rendezvous(work: Path) -> AsyncIterator[str]:
     )  # fmt: skip
     try:
         url = f"ws://127.0.0.1:{port}"
-        for _ in range(200):
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.1):
-                break
-            await asyncio.sleep(0.05)
+        await until(functools.partial(accepting, port), 10, "the rendezvous server")
         yield url
     finally:
         server.terminate()
@@ -203,10 +212,7 @@ async def wormhole_loopback(source: Path, work: Path) -> dict[str, Any]:
     ]
     try:
         for port in (mailbox_port, relay_port):
-            for _ in range(200):
-                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.1):
-                    break
-                await asyncio.sleep(0.05)
+            await until(functools.partial(accepting, port), 10, f"the wormhole server on port {port}")
         common = [str(bin_dir / "wormhole"), "--relay-url", f"ws://127.0.0.1:{mailbox_port}/v1",
                   "--transit-helper", f"tcp:127.0.0.1:{relay_port}"]  # fmt: skip
         code = "7-benchmark-code"
@@ -239,9 +245,9 @@ def default_tcp_congestion_control() -> str:
 
 async def wan(size: int, mbit: int, delay_ms: float, loss: float, seconds: int) -> dict[str, Any]:
     """iperf3 TCP, then our transfers, from a host behind a cone NAT to a public host over impaired links."""
-    from tests.natlab.cli import Peers, read_until
-    from tests.natlab.fixtures import LabFactory
-    from tests.natlab.topology import missing_capability
+    from tests.helpers.natlab.cli import Peers, read_until
+    from tests.helpers.natlab.fixtures import LabFactory
+    from tests.helpers.natlab.topology import missing_capability
 
     missing = missing_capability()
     if missing:
