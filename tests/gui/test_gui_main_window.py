@@ -76,7 +76,11 @@ async def test_the_status_panel_shows_how_we_are_connected(
     assert status.value("Pair verdict").startswith("direct likely")
     assert "encrypted" in status.value("Encryption")
     bob.select("alice")
-    await until(lambda: bob.pane.status.value("Safety number") == status.value("Safety number"), 15, "it")
+    await until(
+        lambda: bob.pane.status.value("Safety number") == status.value("Safety number"),
+        15,
+        "the same safety number",
+    )
     assert alice.contact_list.rows()[0].endswith(("· LAN", "· direct"))
 
 

@@ -49,7 +49,8 @@ def test_the_readme_try_it_works_as_written(tmp_path: Path) -> None:
     work.mkdir()
 
     def as_here(block: str) -> str:
-        return block.replace(".venv/bin/", f"{bin_dir}/").replace("/tmp/", f"{work}/")
+        # /tmp/ first: the interpreter itself may live under /tmp (a clone there).
+        return block.replace("/tmp/", f"{work}/").replace(".venv/bin/", f"{bin_dir}/")
 
     server, accounts, listener, alice = (as_here(b) for b in blocks)
     script = f"""
