@@ -9,7 +9,7 @@ from app.cli.command import Command, user_path
 from app.cli.output import EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, CliError, Output, cli_error
 from app.cli.peer_hub_runner import add_connection_options, running_hub
 from app.errors import PunchlineError
-from app.peers.hub import SendGaveUp
+from app.peers.hub import NoSessionInTime
 from app.transfer.outbox import NothingToSend, collect_files
 
 
@@ -24,7 +24,7 @@ async def cmd_send(args: argparse.Namespace, out: Output) -> None:
         transfer = hub.send_files(args.to, args.paths)
         try:
             finished = await hub.wait_for_send(transfer)
-        except SendGaveUp as exc:
+        except NoSessionInTime as exc:
             raise CliError(
                 f"gave up after {args.give_up_after:g} s: {exc} (the same command resumes)",
                 EXIT_UNREACHABLE,

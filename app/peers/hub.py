@@ -38,7 +38,7 @@ from app.session.trust import TrustStore, safety_number
 from app.signalling import events as sev
 from app.signalling.client import ContactOffline, SignallingClient
 from app.transfer import events as tev
-from app.transfer.endpoint import TransferEndpoint, TransferRefused
+from app.transfer.endpoint import TransferEndpoint, TransferRefused, settle_outcome
 from app.transfer.inbox import Inbox
 from app.transfer.outbox import OutgoingTransfers, SourceFile, collect_files
 from app.voice.call import CallDesk, CallLink, MediaFactory
@@ -63,7 +63,7 @@ class HubConfig:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
 
-class SendGaveUp(TryAgainLater):
+class NoSessionInTime(TryAgainLater):
     """A send found no working session within the retry policy's time; sending again resumes it."""
 
 
@@ -94,7 +94,7 @@ class _Send:
     peer: str
     files: list[SourceFile]
     task: asyncio.Task[None] | None = None
-    #: Its end: the receiver's `TransferFinished`, or `TransferRefused` / `SendGaveUp`.
+    #: Its end: the receiver's `TransferFinished`, or `TransferRefused` / `NoSessionInTime`.
     outcome: asyncio.Future[tev.TransferFinished] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -185,7 +185,7 @@ class PeerHub:
         return transfer
 
     async def wait_for_send(self, transfer: str) -> tev.TransferFinished:
-        """Wait until the send ends: the receiver's result, or `TransferRefused` / `SendGaveUp`."""
+        """Wait until the send ends: the receiver's result, or `TransferRefused` / `NoSessionInTime`."""
         send = self._sends.get(transfer)
         if send is None:
             raise KeyError(transfer)
@@ -215,7 +215,7 @@ class PeerHub:
                 # endpoint's own event is harmless).
                 send.task.cancel()
                 self._emit(tev.TransferCancelled(transfer, send.peer, "send", "us", "cancelled"))
-            _settle(send.outcome, error=TransferRefused("cancelled"))
+            settle_outcome(send.outcome, error=TransferRefused("cancelled"))
 
     async def _send(self, transfer: str, send: _Send) -> None:
         loop = asyncio.get_running_loop()
@@ -228,18 +228,18 @@ class PeerHub:
                 # Declined or cancelled (the endpoint said so): never sent again by itself.
                 self._outbox.finished(send.peer, send.files)
                 self._sends.pop(transfer, None)
-                _settle(send.outcome, error=exc)
+                settle_outcome(send.outcome, error=exc)
                 return
             except FinalError as exc:  # not a contact, a changed key...: waiting will not help
                 self._emit(pe.SendGaveUp(transfer, send.peer, str(exc)))
-                _settle(send.outcome, error=exc)
+                settle_outcome(send.outcome, error=exc)
                 return
             except TryAgainLater as exc:
                 reason = str(exc)
                 delay = retry.next_delay(loop.time())
                 if delay is None:
                     self._emit(pe.SendGaveUp(transfer, send.peer, reason))
-                    _settle(send.outcome, error=SendGaveUp(reason))
+                    settle_outcome(send.outcome, error=NoSessionInTime(reason))
                     return
                 offline = isinstance(exc, ContactOffline)
                 self._emit(pe.SendRetrying(transfer, send.peer, reason, delay, offline))
@@ -249,12 +249,12 @@ class PeerHub:
                         await send.wake.wait()  # the contact came back online: try now
                 continue
             if finished.failed:
-                _settle(send.outcome, result=finished)
+                settle_outcome(send.outcome, result=finished)
                 return  # kept: "resume" sends the failed files again
             break
         self._outbox.finished(send.peer, send.files)
         self._sends.pop(transfer, None)
-        _settle(send.outcome, result=finished)
+        settle_outcome(send.outcome, result=finished)
 
     def _transfer_event(self, event: tev.TransferEvent) -> None:
         self._transfer_peers[event.transfer] = event.peer
@@ -436,22 +436,6 @@ class PeerHub:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("peer hub task failed", exc_info=task.exception())
-
-
-def _settle(
-    outcome: asyncio.Future[tev.TransferFinished],
-    *,
-    result: tev.TransferFinished | None = None,
-    error: BaseException | None = None,
-) -> None:
-    """End a send's outcome once (a later cancel of a finished send changes nothing)."""
-    if outcome.done():
-        return
-    if error is not None:
-        outcome.set_exception(error)
-        outcome.exception()  # retrieved: nobody may be waiting for it (the window shows events instead)
-    elif result is not None:
-        outcome.set_result(result)
 
 
 def _ended(reason: str) -> str | None:

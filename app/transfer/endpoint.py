@@ -38,6 +38,26 @@ from app.transfer.protocol import HEADER_SIZE, IncomingFile, TransferProtocolErr
 log = logging.getLogger("punchline.transfer")
 
 
+def settle_outcome(
+    outcome: asyncio.Future[ev.TransferFinished],
+    *,
+    result: ev.TransferFinished | None = None,
+    error: BaseException | None = None,
+) -> None:
+    """End a send's outcome once (a later cancel of a finished send changes nothing).
+
+    An error is marked retrieved: whoever awaits the outcome still gets it raised, but one nobody awaits
+    any more (a send cancelled by the user, a caller that gave up) is not logged as a lost exception.
+    """
+    if outcome.done():
+        return
+    if error is not None:
+        outcome.set_exception(error)
+        outcome.exception()
+    elif result is not None:
+        outcome.set_result(result)
+
+
 class TransferRefused(FinalError):
     """The receiver declined the offer, or either side cancelled; the message is their reason."""
 
@@ -165,8 +185,7 @@ class TransferEndpoint:
         log.warning("file transfer protocol error from %s: %s", self._peer, exc)
         self._broken = exc
         for outcome in self._sends.values():
-            if not outcome.done():
-                outcome.set_exception(exc)
+            settle_outcome(outcome, error=exc)
         if self._closing is None:
             self._closing = asyncio.create_task(self._session.close(f"file transfer protocol error: {exc}"))
 
@@ -201,14 +220,14 @@ class TransferEndpoint:
         if outcome is None or outcome.done() or getattr(event, "direction", None) != "send":
             return
         if isinstance(event, ev.TransferFinished):
-            outcome.set_result(event)
+            settle_outcome(outcome, result=event)
         elif isinstance(event, ev.TransferDeclined):
-            outcome.set_exception(TransferRefused(f"{self._peer} declined: {event.reason}"))
+            settle_outcome(outcome, error=TransferRefused(f"{self._peer} declined: {event.reason}"))
         elif isinstance(event, ev.TransferCancelled):
             who = "" if event.by == "us" else f"{self._peer} "
-            outcome.set_exception(TransferRefused(f"{who}cancelled: {event.reason}"))
+            settle_outcome(outcome, error=TransferRefused(f"{who}cancelled: {event.reason}"))
         elif isinstance(event, ev.TransferInterrupted):
-            outcome.set_exception(self._broken or SessionLost(event.reason))
+            settle_outcome(outcome, error=self._broken or SessionLost(event.reason))
 
     def _do(self, instruction: work.Instruction) -> None:
         """One piece of file work: quick ones here, the rest in a task of their transfer."""

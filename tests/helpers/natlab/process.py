@@ -92,11 +92,8 @@ class LabProcess:
         """Ctrl-C: SIGINT to the program alone (it quits the way a person stops it)."""
         if self.proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(self._program_pid(), signal.SIGINT)
-
-    def _program_pid(self) -> int:
-        # ``ip netns exec`` execs the program: the child is the program itself.
-        return self.proc.pid
+                # ``ip netns exec`` execs the program: the child's pid is the program's.
+                os.kill(self.proc.pid, signal.SIGINT)
 
     def kill_nowait(self) -> None:
         """SIGKILL the process group (the program and anything it started), without waiting."""
